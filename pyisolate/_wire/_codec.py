@@ -1,0 +1,250 @@
+"""The value codec: msgpack plus a registry of extension types.
+
+Natives (None, bool, int, float, str, bytes, list, dict) are msgpack's own.
+Tuples, sets and frozensets round-trip as themselves. Other types travel only
+if an :class:`ExtRegistry` knows them: actor references (the runtime registers
+them), tensors and arrays (the transport layer registers them lazily, by type
+name, so that nothing here imports torch or numpy), and users' own types.
+
+An object nobody knows raises ``TypeError`` naming its type, in the sender,
+before anything is sent.
+
+Decoding is bounded: total size, container lengths and extension nesting are
+capped by :class:`Limits`; every failure becomes a ProtocolError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import msgpack
+
+from ..errors import ProtocolError
+
+__all__ = ["Codec", "DecodeContext", "EncodeContext", "ExtRegistry", "Limits", "default_registry"]
+
+# Extension codes below 32 are reserved for pyisolate; users register 32..127.
+EXT_TUPLE = 0
+EXT_SET = 1
+EXT_FROZENSET = 2
+USER_EXT_MIN = 32
+
+
+@attrs.frozen
+class Limits:
+    """Caps on what a decoder accepts from a peer.
+
+    ``max_frame`` bounds one envelope body: large data moves out of band, so
+    64 MiB is generous. ``max_items`` bounds each array or map, ``max_depth``
+    the nesting of extension types (msgpack itself caps plain nesting).
+    """
+
+    max_frame: int = 64 * 1024 * 1024
+    max_items: int = 1_000_000
+    max_depth: int = 32
+
+
+@attrs.define
+class EncodeContext:
+    """State of one encode: file descriptors to send beside the envelope and
+    objects to keep alive until the message is sent.
+
+    ``fds`` are owned by their exporters; the channel only borrows them.
+    ``peer`` is the destination's peer id (the transport may pick per peer).
+    """
+
+    peer: int = 0
+    fds: list[int] = attrs.Factory(list)
+    keepalive: list[Any] = attrs.Factory(list)
+    session: Any = None
+
+
+@attrs.define
+class DecodeContext:
+    """State of one decode: file descriptors that arrived with the message (the
+    decoder takes ownership of those it uses) and the runtime-side hooks that
+    extension decoders need (``session``)."""
+
+    peer: int = 0
+    fds: list[int] = attrs.Factory(list)
+    session: Any = None
+    depth: int = 0
+
+
+Encoder = Callable[[Any, EncodeContext], bytes]
+Decoder = Callable[[bytes, DecodeContext], Any]
+
+
+@attrs.define
+class _Entry:
+    code: int
+    encode: Encoder
+    decode: Decoder
+
+
+class ExtRegistry:
+    """Maps Python types to msgpack extension codes.
+
+    Types may be registered by class or, to avoid importing heavy modules, by
+    their fully qualified name (``"torch.Tensor"``): the name is matched
+    against each class in the object's MRO when such an object is first seen.
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, _Entry] = {}
+        self._by_name: dict[str, _Entry] = {}
+        self._by_code: dict[int, _Entry] = {}
+
+    def register(self, cls: type | str, code: int, encode: Encoder, decode: Decoder) -> None:
+        """Register ``cls`` (a class, or its ``module.Qualname``) under ``code``.
+
+        Registering the same code twice with another decoder is an error.
+        """
+        if not 0 <= code <= 127:
+            raise ValueError(f"extension code must be in 0..127, not {code}")
+        entry = _Entry(code, encode, decode)
+        existing = self._by_code.get(code)
+        if existing is not None and existing.decode is not decode:
+            raise ValueError(f"extension code {code} is already registered")
+        self._by_code[code] = entry
+        if isinstance(cls, str):
+            self._by_name[cls] = entry
+        else:
+            self._by_type[cls] = entry
+
+    def lookup(self, cls: type) -> _Entry | None:
+        entry = self._by_type.get(cls)
+        if entry is not None:
+            return entry
+        for base in cls.__mro__:
+            entry = self._by_type.get(base) or self._by_name.get(
+                f"{base.__module__}.{base.__qualname__}"
+            )
+            if entry is not None:
+                self._by_type[cls] = entry  # cache the resolution
+                return entry
+        return None
+
+    def decoder(self, code: int) -> Decoder | None:
+        entry = self._by_code.get(code)
+        return entry.decode if entry else None
+
+    def copy(self) -> ExtRegistry:
+        new = ExtRegistry()
+        new._by_type = dict(self._by_type)
+        new._by_name = dict(self._by_name)
+        new._by_code = dict(self._by_code)
+        return new
+
+
+#: The process-wide registry: the runtime and transports add to it at import.
+default_registry = ExtRegistry()
+
+
+class Codec:
+    """Encodes values for the wire and decodes them under :class:`Limits`."""
+
+    def __init__(self, registry: ExtRegistry | None = None, limits: Limits | None = None) -> None:
+        self.registry = registry if registry is not None else default_registry
+        self.limits = limits or Limits()
+
+    # -- encoding ---------------------------------------------------------------
+
+    def encode(self, value: Any, ctx: EncodeContext | None = None) -> bytes:
+        """Encode ``value``; raises TypeError naming any type that cannot travel."""
+        ctx = ctx if ctx is not None else EncodeContext()
+        try:
+            return self._packer(ctx).pack(value)  # type: ignore[no-any-return]
+        except TypeError:
+            raise
+        except ValueError as exc:  # msgpack: recursion limit, integer overflow
+            raise TypeError(f"cannot encode value: {exc}") from None
+
+    def _packer(self, ctx: EncodeContext) -> msgpack.Packer:
+        registry = self.registry
+
+        def default(obj: Any) -> Any:
+            cls = type(obj)
+            if cls is tuple:
+                return msgpack.ExtType(EXT_TUPLE, packer_for_nested().pack(list(obj)))
+            if cls is set or cls is frozenset:
+                code = EXT_SET if cls is set else EXT_FROZENSET
+                return msgpack.ExtType(code, packer_for_nested().pack(list(obj)))
+            entry = registry.lookup(cls)
+            if entry is not None:
+                return msgpack.ExtType(entry.code, entry.encode(obj, ctx))
+            # Subclasses of natives travel as the native (IntEnum -> int, etc.).
+            for native in (bool, int, float, str, bytes, dict, list):
+                if isinstance(obj, native):
+                    return native(obj)
+            if isinstance(obj, tuple):
+                return msgpack.ExtType(EXT_TUPLE, packer_for_nested().pack(list(obj)))
+            if isinstance(obj, (bytearray, memoryview)):
+                return bytes(obj)
+            raise TypeError(
+                f"cannot send an object of type {cls.__module__}.{cls.__qualname__}: "
+                "pyisolate sends msgpack natives, tuples, sets, bytes, tensors, arrays, "
+                "actor references and registered types (pyisolate.register_type)"
+            )
+
+        def packer_for_nested() -> msgpack.Packer:
+            return msgpack.Packer(default=default, strict_types=True, use_bin_type=True)
+
+        return packer_for_nested()
+
+    # -- decoding ---------------------------------------------------------------
+
+    def decode(self, data: bytes, ctx: DecodeContext | None = None) -> Any:
+        """Decode one body; every malformed, oversized or unknown input is a
+        ProtocolError."""
+        ctx = ctx if ctx is not None else DecodeContext()
+        if len(data) > self.limits.max_frame:
+            raise ProtocolError(
+                f"message body of {len(data)} bytes exceeds the limit of {self.limits.max_frame}"
+            )
+        try:
+            return self._unpack(data, ctx)
+        except ProtocolError:
+            raise
+        except RecursionError:
+            raise ProtocolError("message nested too deeply") from None
+        except Exception as exc:
+            raise ProtocolError(f"undecodable message body: {type(exc).__name__}: {exc}") from None
+
+    def _unpack(self, data: bytes, ctx: DecodeContext) -> Any:
+        limits = self.limits
+        registry = self.registry
+
+        def ext_hook(code: int, payload: bytes) -> Any:
+            if ctx.depth >= limits.max_depth:
+                raise ProtocolError("extension types nested too deeply")
+            ctx.depth += 1
+            try:
+                if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
+                    items = self._unpack(payload, ctx)
+                    if type(items) is not list:
+                        raise ProtocolError("malformed tuple/set extension")
+                    if code == EXT_TUPLE:
+                        return tuple(items)
+                    return set(items) if code == EXT_SET else frozenset(items)
+                decoder = registry.decoder(code)
+                if decoder is None:
+                    raise ProtocolError(f"unknown extension type {code}")
+                return decoder(payload, ctx)
+            finally:
+                ctx.depth -= 1
+
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=ext_hook,
+            max_buffer_size=limits.max_frame,
+            max_array_len=limits.max_items,
+            max_map_len=limits.max_items,
+            max_str_len=limits.max_frame,
+            max_bin_len=limits.max_frame,
+            max_ext_len=limits.max_frame,
+        )
