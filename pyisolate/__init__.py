@@ -7,6 +7,16 @@ ZeroMQ as msgpack envelopes; tensors move out of band. See README.md.
 
 from __future__ import annotations
 
+from .actors import (
+    Actor,
+    ActorRef,
+    BlockingActorRef,
+    BlockingRuntime,
+    RemoteMethod,
+    RemoteStream,
+    Runtime,
+    SpawnOptions,
+)
 from .errors import (
     ActorClosedError,
     ActorDiedError,
@@ -26,6 +36,14 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
+    "ActorRef",
+    "BlockingActorRef",
+    "BlockingRuntime",
+    "RemoteMethod",
+    "RemoteStream",
+    "Runtime",
+    "SpawnOptions",
     "ActorClosedError",
     "ActorDiedError",
     "ActorError",

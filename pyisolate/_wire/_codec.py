@@ -53,23 +53,28 @@ class EncodeContext:
 
     ``fds`` are owned by their exporters; the channel only borrows them.
     ``peer`` is the destination's peer id (the transport may pick per peer).
+    ``session`` is the transport session, ``endpoint`` the runtime side that
+    encodes actor references.
     """
 
     peer: int = 0
     fds: list[int] = attrs.Factory(list)
     keepalive: list[Any] = attrs.Factory(list)
     session: Any = None
+    endpoint: Any = None
 
 
 @attrs.define
 class DecodeContext:
     """State of one decode: file descriptors that arrived with the message (the
     decoder takes ownership of those it uses) and the runtime-side hooks that
-    extension decoders need (``session``)."""
+    extension decoders need: ``session`` (transport) and ``endpoint`` (which
+    turns an actor id into a reference that can be called from here)."""
 
     peer: int = 0
     fds: list[int] = attrs.Factory(list)
     session: Any = None
+    endpoint: Any = None
     depth: int = 0
 
 
@@ -241,7 +246,6 @@ class Codec:
             raw=False,
             strict_map_key=False,
             ext_hook=ext_hook,
-            max_buffer_size=limits.max_frame,
             max_array_len=limits.max_items,
             max_map_len=limits.max_items,
             max_str_len=limits.max_frame,

@@ -56,6 +56,7 @@ class Kind(enum.IntEnum):
     SHUTDOWN = 14  # host -> actor: stop gracefully
     LOG = 15  # actor -> host: [levelno, logger name, message]
     REFUSED = 16  # host -> unauthenticated peer: handshake refused, body: reason
+    TRANSPORT = 17  # transport control (e.g. CUDA IPC releases), body opaque to the core
 
 
 class Header(NamedTuple):

@@ -1,0 +1,316 @@
+"""The caller's side of calls, casts and streams; shared by host and actors.
+
+A :class:`CallTable` numbers outgoing calls, parks each caller on its own
+event until the reply arrives, and turns a reply, an error or the callee's
+death into the caller's result. It knows nothing about sockets: the endpoint
+gives it a ``send`` function and feeds it incoming messages with
+:meth:`CallTable.dispatch`.
+
+Cancellation: if the waiting caller is cancelled (or its timeout fires) the
+table tells the callee with a CANCEL message, so remote work stops too. The
+cancellation itself propagates unchanged; a timeout is the builtin
+``TimeoutError``.
+
+Streams use credit: the callee may send at most ``window`` items beyond what
+the consumer has taken, so a fast producer cannot run ahead without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+
+from .._wire import Kind, exception_from_wire
+from ..errors import ProtocolError
+
+__all__ = ["CallTable", "RemoteStream"]
+
+SendFn = Callable[[Kind, int, int, Any], None]
+"""send(kind, call_id, peer, body) — body ``None`` means no body frame."""
+
+_NO_BODY = None
+
+
+class _Pending:
+    __slots__ = ("actor", "done", "error", "event", "peer", "value")
+
+    def __init__(self, peer: int, actor: str | None) -> None:
+        self.peer = peer
+        self.actor = actor
+        self.event = anyio.Event()
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def resolve(self, value: Any) -> None:
+        if not self.done:
+            self.done = True
+            self.value = value
+            self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+            self.event.set()
+
+
+class CallTable:
+    """Outstanding calls and streams of one endpoint."""
+
+    def __init__(self, send: SendFn) -> None:
+        self._send = send
+        self._ids = iter(range(1, 2**62))
+        self._pending: dict[int, _Pending | RemoteStream] = {}
+        self._loop_thread = threading.get_ident()
+        self._deferred_cancels: list[tuple[int, int]] = []
+
+    # -- outgoing ---------------------------------------------------------------
+
+    async def call(
+        self,
+        peer: int,
+        actor: str | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        call_id = next(self._ids)
+        pending = _Pending(peer, actor)
+        # Register before sending: the send drains the socket, and the reply
+        # may be dispatched before it returns. An unencodable argument raises
+        # TypeError from the send, in the caller, and nothing is left behind.
+        self._pending[call_id] = pending
+        try:
+            self._send(Kind.CALL, call_id, peer, [method, list(args), kwargs])
+        except BaseException:
+            del self._pending[call_id]
+            raise
+        try:
+            if pending.done:
+                pass
+            elif timeout is None:
+                await pending.event.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await pending.event.wait()
+        finally:
+            if not pending.done:
+                pending.done = True
+                self._cancel_remote(call_id, peer)
+            self._pending.pop(call_id, None)
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def cast(self, peer: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._send(Kind.CAST, 0, peer, [method, list(args), kwargs])
+
+    def open_stream(
+        self,
+        peer: int,
+        actor: str | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        window: int,
+        timeout: float | None,
+    ) -> RemoteStream:
+        if window < 1:
+            raise ValueError("stream window must be at least 1")
+        call_id = next(self._ids)
+        stream = RemoteStream(self, call_id, peer, actor, window, timeout)
+        self._pending[call_id] = stream
+        try:
+            self._send(Kind.STREAM, call_id, peer, [method, list(args), kwargs, window])
+        except BaseException:
+            del self._pending[call_id]
+            stream._closed = True
+            raise
+        return stream
+
+    def _cancel_remote(self, call_id: int, peer: int) -> None:
+        if threading.get_ident() != self._loop_thread:
+            # Garbage collection may finalize a stream on another thread; the
+            # socket belongs to the loop thread, so send it from there later.
+            self._deferred_cancels.append((call_id, peer))
+            return
+        try:
+            self._send(Kind.CANCEL, call_id, peer, _NO_BODY)
+        except Exception:
+            pass  # the peer is gone: nothing left to cancel
+
+    def flush_deferred(self) -> None:
+        while self._deferred_cancels:
+            call_id, peer = self._deferred_cancels.pop()
+            self._cancel_remote(call_id, peer)
+
+    # -- incoming ---------------------------------------------------------------
+
+    def dispatch(self, kind: Kind, call_id: int, body: Any, actor: str | None = None) -> None:
+        """Route a REPLY, ERROR, ITEM or END to its caller. Unknown ids are
+        replies to calls that were cancelled meanwhile: dropped."""
+        pending = self._pending.get(call_id)
+        if pending is None:
+            return
+        if isinstance(pending, RemoteStream):
+            if kind is Kind.ITEM:
+                pending._push(body)
+            elif kind is Kind.END:
+                self._pending.pop(call_id, None)
+                pending._finish(None)
+            elif kind is Kind.ERROR:
+                self._pending.pop(call_id, None)
+                pending._finish(exception_from_wire(body, actor=actor))
+            else:
+                self._pending.pop(call_id, None)
+                pending._finish(ProtocolError(f"unexpected {kind.name} on a stream"))
+        elif kind is Kind.REPLY or kind is Kind.PONG:
+            pending.resolve(body)
+        elif kind is Kind.ERROR:
+            pending.fail(exception_from_wire(body, actor=actor))
+        else:
+            pending.fail(ProtocolError(f"unexpected {kind.name} in reply to a call"))
+
+    def fail_call(self, call_id: int, error: BaseException) -> None:
+        pending = self._pending.pop(call_id, None)
+        if isinstance(pending, RemoteStream):
+            pending._finish(error)
+        elif pending is not None:
+            pending.fail(error)
+
+    def fail_peer(self, peer: int, make_error: Callable[[], BaseException]) -> None:
+        """Fail every call and stream waiting on ``peer`` (it died or was cut off)."""
+        for call_id, pending in list(self._pending.items()):
+            if pending.peer == peer:
+                self.fail_call(call_id, make_error())
+
+    def fail_peer_all(self, make_error: Callable[[], BaseException]) -> None:
+        for call_id in list(self._pending):
+            self.fail_call(call_id, make_error())
+
+    async def ping(self, peer: int, actor: str | None, timeout: float | None) -> None:
+        """Send a heartbeat and wait for the PONG (answered by the actor's loop)."""
+        call_id = next(self._ids)
+        pending = _Pending(peer, actor)
+        self._pending[call_id] = pending
+        try:
+            self._send(Kind.PING, call_id, peer, _NO_BODY)
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                await pending.event.wait()
+        finally:
+            self._pending.pop(call_id, None)
+        if pending.error is not None:
+            raise pending.error
+
+    def pending_count(self, peer: int | None = None) -> int:
+        return sum(1 for p in self._pending.values() if peer is None or p.peer == peer)
+
+
+class RemoteStream(AsyncIterator[Any]):
+    """The consumer's end of a remote (async) generator.
+
+    Iterate it with ``async for``; leave early with ``break``: the remote
+    generator is closed when this object is closed or garbage-collected. Use
+    ``async with`` for a deterministic close. ``timeout`` bounds the wait for
+    each item.
+    """
+
+    def __init__(
+        self,
+        table: CallTable,
+        call_id: int,
+        peer: int,
+        actor: str | None,
+        window: int,
+        timeout: float | None,
+    ) -> None:
+        self._table = table
+        self._call_id = call_id
+        self.peer = peer
+        self._actor = actor
+        self._window = window
+        self._timeout = timeout
+        self._items: collections.deque[Any] = collections.deque()
+        self._event = anyio.Event()
+        self._finished = False
+        self._error: BaseException | None = None
+        self._consumed_since_credit = 0
+        self._closed = False
+
+    # Called by the table on the loop thread.
+    def _push(self, item: Any) -> None:
+        if len(self._items) >= self._window:
+            self._table.fail_call(
+                self._call_id, ProtocolError("stream producer exceeded its credit")
+            )
+            self._table._cancel_remote(self._call_id, self.peer)
+            return
+        self._items.append(item)
+        self._event.set()
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._finished = True
+        self._error = error
+        self._event.set()
+
+    async def __anext__(self) -> Any:
+        while not self._items:
+            if self._finished:
+                self._closed = True
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            if self._closed:
+                raise StopAsyncIteration
+            self._event = anyio.Event()
+            try:
+                with anyio.fail_after(self._timeout if self._timeout is not None else math.inf):
+                    await self._event.wait()
+            except BaseException:
+                self._close_remote()
+                raise
+        item = self._items.popleft()
+        self._consumed_since_credit += 1
+        # Hand credit back in batches of half a window: one message per many items.
+        if self._consumed_since_credit * 2 >= self._window and not self._finished:
+            credit, self._consumed_since_credit = self._consumed_since_credit, 0
+            try:
+                self._table._send(Kind.CREDIT, self._call_id, self.peer, credit)
+            except Exception:
+                pass
+        return item
+
+    def _close_remote(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._finished:
+            self._table._pending.pop(self._call_id, None)
+            self._table._cancel_remote(self._call_id, self.peer)
+        self._items.clear()
+
+    async def aclose(self) -> None:
+        """Stop the remote generator (it sees GeneratorExit / cancellation)."""
+        self._close_remote()
+
+    async def __aenter__(self) -> RemoteStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._close_remote()
+
+    def __del__(self) -> None:
+        # ``break`` out of ``async for`` drops the last reference at once under
+        # CPython: close the remote generator then rather than never.
+        try:
+            self._close_remote()
+        except Exception:
+            pass

@@ -1,0 +1,427 @@
+"""The actor process: connect to the host, build the actor, serve its calls.
+
+Started by the host as ``python -c "from pyisolate.actors._child import main; main()"``
+(possibly inside bubblewrap). Start-up order matters for speed and safety:
+
+1. read the bootstrap from stdin; arrange to die with the host (parent-death
+   signal on Linux, and a lifeline thread that exits when stdin closes, which
+   also covers a SIGKILLed host on every platform);
+2. connect and say HELLO (version + token) while importing the actor's module;
+3. receive the constructor arguments, build the actor, run ``on_start``; answer
+   READY with the method table, or START_FAILED with the traceback;
+4. serve until SHUTDOWN, then run ``on_stop`` and exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from functools import partial
+from typing import Any
+
+import anyio
+import zmq
+
+from .._wire import (
+    PROTOCOL_VERSION,
+    Codec,
+    DecodeContext,
+    EncodeContext,
+    Kind,
+    decode_header,
+    encode_header,
+    exception_to_wire,
+)
+from .._wire._envelope import HOST
+from ..errors import ProtocolError
+from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
+from ._bootstrap import read_bootstrap
+from ._calls import CallTable
+from ._pump import Pump
+from ._ref import ActorRef
+
+__all__ = ["main"]
+
+LOG_PREFIX = "\x1bpyisolate-log "
+_DONE = object()
+_current: ActorServer | None = None
+
+
+def current_server() -> ActorServer:
+    """The server of this actor process (for pyisolate's own use and tests)."""
+    if _current is None:
+        raise RuntimeError("not inside a pyisolate actor process")
+    return _current
+
+
+def main() -> None:
+    boot = read_bootstrap(0)
+    _die_with_host()
+    _install_log_forwarding(boot.get("log_level", logging.WARNING))
+    sys.path[:] = list(boot["sys_path"])
+    if boot.get("cwd"):
+        try:
+            os.chdir(boot["cwd"])
+        except OSError:
+            pass
+    server = ActorServer(boot)
+    code = 0
+    try:
+        anyio.run(server.serve, backend=boot.get("backend", "asyncio"))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        server.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _die_with_host() -> None:
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except Exception:
+            pass
+
+    def lifeline() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(70)
+
+    threading.Thread(target=lifeline, name="pyisolate-lifeline", daemon=True).start()
+
+
+class _ForwardingHandler(logging.Handler):
+    """Writes records to stderr in a form the host turns back into records."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = json.dumps([record.levelno, record.name, self.format(record)])
+            sys.stderr.write(f"{LOG_PREFIX}{line}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _install_log_forwarding(level: int) -> None:
+    root = logging.getLogger()
+    root.addHandler(_ForwardingHandler())
+    root.setLevel(level)
+
+
+def _resolve_target(boot: dict[str, Any]) -> type:
+    main_path = boot.get("main_path")
+    if main_path:
+        _import_main(main_path)
+    module_name, _, qualname = boot["target"].partition(":")
+    if module_name == "__main__":
+        module_name = "__mp_main__"
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise TypeError(f"{boot['target']} is not a class")
+    return obj
+
+
+def _import_main(path: str) -> None:
+    """Run the host's main script as ``__mp_main__`` (as multiprocessing's spawn
+    does) so that classes defined there can be actors; its ``if __name__ ==
+    '__main__'`` block does not run."""
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    sys.modules["__mp_main__"] = module
+    namespace = runpy.run_path(path, run_name="__mp_main__")
+    module.__dict__.update(namespace)
+
+
+class ActorServer:
+    """Serves one actor on the loop thread of the actor process."""
+
+    def __init__(self, boot: dict[str, Any]) -> None:
+        global _current
+        _current = self
+        self.boot = boot
+        self.actor_id: int = boot["actor_id"]
+        self.name: str = boot["name"]
+        self.codec = Codec()
+        self.ctx = zmq.Context(io_threads=1)
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        sock.connect(boot["endpoint"])
+        self.sock = sock
+        self.pump = Pump(sock, self._on_message)
+        self.calls = CallTable(self._send)
+        self.actor: Any = None
+        self.methods: dict[str, str] = {}
+        self._scopes: dict[tuple[int, int], anyio.CancelScope] = {}
+        self._credits: dict[tuple[int, int], list[Any]] = {}
+        self._tg: Any = None
+        self._limiter = anyio.CapacityLimiter(max(1, int(boot.get("sync_threads", 1))))
+        self._init_args: Any = None
+        self._init_event: anyio.Event | None = None
+        self._stopping = False
+        self.transport: Any = None
+
+    # -- endpoint protocol for ActorRefs held inside this actor ------------------
+
+    def check_callable(self, actor_id: int, name: str) -> None:
+        return None
+
+    async def stop_actor(self, actor_id: int, timeout: float | None) -> None:
+        raise RuntimeError("only the host that spawned an actor can stop it")
+
+    def kill_actor(self, actor_id: int) -> None:
+        raise RuntimeError("only the host that spawned an actor can kill it")
+
+    def make_ref(self, actor_id: int, name: str, methods: dict[str, str] | None) -> ActorRef:
+        return ActorRef(self, actor_id, name, methods)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _send(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        if body is None:
+            self.pump.send([encode_header(kind, call_id, peer)])
+            return
+        ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
+        data = self.codec.encode(body, ectx)
+        self.pump.send([encode_header(kind, call_id, peer, len(ectx.fds)), data])
+
+    def _send_error(self, peer: int, call_id: int, exc: BaseException) -> None:
+        try:
+            self._send(Kind.ERROR, call_id, peer, exception_to_wire(exc))
+        except Exception:
+            traceback.print_exc()
+
+    def _send_result(self, kind: Kind, peer: int, call_id: int, value: Any) -> None:
+        try:
+            self._send(kind, call_id, peer, value)
+        except TypeError as exc:
+            self._send_error(peer, call_id, TypeError(f"cannot send the result: {exc}"))
+
+    # -- serving ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self._init_event = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self.pump.run)
+            self._send(Kind.HELLO, 0, HOST, [PROTOCOL_VERSION, self.actor_id, self.boot["token"]])
+            try:
+                cls = _resolve_target(self.boot)
+                await self._init_event.wait()
+                args, kwargs = self._init_args
+                self.actor = cls(*args, **kwargs)
+                try:
+                    self.actor.name = self.name
+                except Exception:
+                    pass
+                self.methods = method_table(cls)
+                hook = getattr(self.actor, "on_start", None)
+                if callable(hook):
+                    result = hook()
+                    if hasattr(result, "__await__"):
+                        await result
+            except Exception as exc:
+                self._send(Kind.START_FAILED, 0, HOST, exception_to_wire(exc))
+                self.pump.closed = True
+                tg.cancel_scope.cancel()
+                return
+            self._send(Kind.READY, 0, HOST, self.methods)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        try:
+            hook = getattr(self.actor, "on_stop", None)
+            if callable(hook):
+                result = hook()
+                if hasattr(result, "__await__"):
+                    await result
+        except Exception:
+            traceback.print_exc()
+        for scope in list(self._scopes.values()):
+            scope.cancel()
+        self.pump.closed = True
+        self._tg.cancel_scope.cancel()
+
+    def close(self) -> None:
+        try:
+            self.sock.close(linger=2000)
+            self.ctx.term()
+        except Exception:
+            pass
+
+    # -- dispatch --------------------------------------------------------------
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            header = decode_header(frames[0])
+            kind, call_id, peer = header.kind, header.call_id, header.peer
+            body: Any = None
+            if len(frames) > 1:
+                dctx = DecodeContext(peer=peer, session=self.transport, endpoint=self)
+                body = self.codec.decode(frames[1], dctx)
+        except ProtocolError as exc:
+            if len(frames) > 0:
+                try:
+                    h = decode_header(frames[0])
+                    if h.kind in (Kind.CALL, Kind.STREAM):
+                        self._send_error(h.peer, h.call_id, exc)
+                except ProtocolError:
+                    pass
+            print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
+            return
+        self._handle(kind, call_id, peer, body)
+
+    def _handle(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        if kind is Kind.CALL:
+            if call_id == 0 and peer == HOST and self.actor is None:
+                self._init_args = body
+                assert self._init_event is not None
+                self._init_event.set()
+                return
+            self._tg.start_soon(self._run_call, peer, call_id, body)
+        elif kind is Kind.CAST:
+            self._tg.start_soon(self._run_call, peer, None, body)
+        elif kind is Kind.STREAM:
+            self._tg.start_soon(self._run_stream, peer, call_id, body)
+        elif kind is Kind.CREDIT:
+            state = self._credits.get((peer, call_id))
+            if state is not None and type(body) is int and body > 0:
+                state[0] += body
+                state[1].set()
+        elif kind is Kind.CANCEL:
+            scope = self._scopes.get((peer, call_id))
+            if scope is not None:
+                scope.cancel()
+        elif kind is Kind.PING:
+            self._send(Kind.PONG, call_id, peer, None)
+        elif kind is Kind.SHUTDOWN:
+            if not self._stopping:
+                self._tg.start_soon(self._shutdown)
+        elif kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END):
+            self.calls.dispatch(kind, call_id, body)
+        elif kind is Kind.TRANSPORT:
+            if self.transport is not None:
+                self.transport.handle_control(peer, body)
+        elif kind is Kind.REFUSED:
+            print(f"pyisolate: the host refused this actor: {body}", file=sys.stderr)
+            os._exit(71)
+
+    def _lookup(self, method: Any) -> tuple[Any, str]:
+        if not isinstance(method, str) or method not in self.methods:
+            raise AttributeError(f"actor {self.name!r} has no public method {method!r}")
+        return getattr(self.actor, method), self.methods[method]
+
+    async def _run_call(self, peer: int, call_id: int | None, body: Any) -> None:
+        key = (peer, call_id if call_id is not None else -1)
+        with anyio.CancelScope() as scope:
+            if call_id is not None:
+                self._scopes[key] = scope
+            try:
+                method, args, kwargs = body
+                fn, kind = self._lookup(method)
+                if kind == ASYNC:
+                    result = await fn(*args, **kwargs)
+                elif kind == SYNC:
+                    result = await anyio.to_thread.run_sync(
+                        partial(fn, *args, **kwargs), limiter=self._limiter
+                    )
+                else:
+                    raise TypeError(f"{method}() is a generator: use stream() to iterate it")
+            except Exception as exc:
+                if call_id is None:
+                    traceback.print_exc()
+                else:
+                    self._send_error(peer, call_id, exc)
+            else:
+                if call_id is not None:
+                    self._send_result(Kind.REPLY, peer, call_id, result)
+            finally:
+                self._scopes.pop(key, None)
+
+    async def _run_stream(self, peer: int, call_id: int, body: Any) -> None:
+        key = (peer, call_id)
+        state: list[Any] = [0, anyio.Event()]
+        with anyio.CancelScope() as scope:
+            self._scopes[key] = scope
+            self._credits[key] = state
+            gen: Any = None
+            try:
+                method, args, kwargs, credit = body
+                state[0] = int(credit)
+                fn, kind = self._lookup(method)
+                if kind not in (ASYNC_GEN, GEN):
+                    raise TypeError(f"{method}() is not a generator: use call()")
+                if kind == ASYNC_GEN:
+                    gen = fn(*args, **kwargs)
+                    next_item = gen.__anext__
+                    done_exc: type[BaseException] = StopAsyncIteration
+                else:
+                    gen = await anyio.to_thread.run_sync(
+                        partial(fn, *args, **kwargs), limiter=self._limiter
+                    )
+                    # StopIteration cannot cross a thread future: use a sentinel.
+                    sync_next = partial(next, gen, _DONE)
+
+                    async def next_item() -> Any:
+                        item = await anyio.to_thread.run_sync(sync_next, limiter=self._limiter)
+                        if item is _DONE:
+                            raise StopAsyncIteration
+                        return item
+
+                    done_exc = StopAsyncIteration
+                while True:
+                    while state[0] <= 0:
+                        state[1] = anyio.Event()
+                        await state[1].wait()
+                    try:
+                        item = await next_item()
+                    except done_exc:
+                        break
+                    state[0] -= 1
+                    self._send(Kind.ITEM, call_id, peer, item)
+                self._send(Kind.END, call_id, peer, None)
+            except Exception as exc:
+                self._send_error(peer, call_id, exc)
+            finally:
+                self._scopes.pop(key, None)
+                self._credits.pop(key, None)
+                if gen is not None:
+                    await _close_generator(gen, self._limiter)
+
+
+async def _close_generator(gen: Any, limiter: anyio.CapacityLimiter) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            if hasattr(gen, "aclose"):
+                await gen.aclose()
+            else:
+                await anyio.to_thread.run_sync(gen.close, limiter=limiter)
+        except Exception:
+            traceback.print_exc()
+
+
+# A child started with ``python -m pyisolate.actors._child`` also works.
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""An actor's OS process as the host sees it: start, output, exit, kill.
+
+The exit is noticed at once, without polling: on Linux through a pidfd (a file
+descriptor that becomes readable when the process ends) that the event loop
+waits on; elsewhere a thread waits. The child's stdout and stderr are read
+line by line and re-emitted through the host's ``logging``, tagged with the
+actor's name; records the child logged arrive as records, at their level.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from ._bootstrap import write_bootstrap
+from ._child import LOG_PREFIX
+
+__all__ = ["ActorProcess", "describe_exit"]
+
+_TAIL_LINES = 60
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ActorProcess:
+    """Owns one child process and the host ends of its pipes."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        bootstrap: dict[str, Any],
+        pass_fds: Sequence[int] = (),
+        logger: logging.Logger,
+        cwd: str | None = None,
+    ) -> None:
+        self.logger = logger
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            pass_fds=tuple(pass_fds),
+            cwd=cwd,
+            start_new_session=True,  # a Ctrl-C in the host's terminal is the host's
+        )
+        self.pid = self.proc.pid
+        assert self.proc.stdin is not None
+        # The write end stays open: it is the child's lifeline (see _child).
+        self._stdin = self.proc.stdin
+        write_bootstrap(self._stdin.fileno(), bootstrap)
+        self.exited = anyio.Event()
+        self.returncode: int | None = None
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def watch(self) -> None:
+        """Wait for the process to end and reap it; run as a task."""
+        try:
+            pidfd = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+        except OSError:
+            pidfd = None
+        try:
+            if pidfd is not None:
+                await anyio.wait_readable(pidfd)
+                self.returncode = self.proc.wait()
+            else:
+                self.returncode = await anyio.to_thread.run_sync(
+                    self.proc.wait, abandon_on_cancel=True
+                )
+        finally:
+            if self.returncode is None:  # cancelled: never leave a zombie behind
+                self.kill()
+                self.returncode = self.proc.wait()
+            if pidfd is not None:
+                os.close(pidfd)
+            self._close_stdin()
+            self.exited.set()
+
+    def _close_stdin(self) -> None:
+        try:
+            self._stdin.close()
+        except OSError:
+            pass
+
+    async def pump_output(self, stream_name: str) -> None:
+        """Forward one of the child's output pipes to logging; run as a task."""
+        pipe = self.proc.stdout if stream_name == "stdout" else self.proc.stderr
+        assert pipe is not None
+        fd = pipe.fileno()
+        os.set_blocking(fd, False)
+        level = logging.INFO if stream_name == "stdout" else logging.WARNING
+        buffer = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    await anyio.wait_readable(fd)
+                    continue
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._emit(line.decode(errors="replace"), level, stream_name)
+            if buffer:
+                self._emit(buffer.decode(errors="replace"), level, stream_name)
+        finally:
+            pipe.close()
+
+    def _emit(self, line: str, level: int, stream_name: str) -> None:
+        if line.startswith(LOG_PREFIX):
+            try:
+                levelno, name, message = json.loads(line[len(LOG_PREFIX):])
+                self.logger.log(int(levelno), "[%s] %s", name, message)
+                self.stderr_tail.append(str(message))
+                return
+            except (ValueError, TypeError):
+                pass
+        if stream_name == "stderr":
+            self.stderr_tail.append(line)
+        self.logger.log(level, "%s", line)
+
+
+def python_command(python: str | None, pkg_root: str | None = None) -> list[str]:
+    """The command that starts an actor.
+
+    ``-c`` rather than ``-m`` skips runpy's extra work; nothing heavy is imported
+    before the bootstrap is read. ``pkg_root`` makes this pyisolate importable
+    even when it runs from a source tree rather than an installed copy.
+    """
+    prelude = f"import sys; sys.path.insert(0, {pkg_root!r}); " if pkg_root else ""
+    return [python or sys.executable, "-c",
+            prelude + "from pyisolate.actors._child import main; main()"]

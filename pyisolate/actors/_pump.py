@@ -1,0 +1,71 @@
+"""One ZeroMQ socket driven from an anyio event loop (asyncio or trio).
+
+Why not ``zmq.asyncio``: it ties us to asyncio. Instead we wait on the socket's
+notification file descriptor with :func:`anyio.wait_readable`, which works on
+both backends.
+
+The catch is that this descriptor is edge-triggered and *any* operation on the
+socket, a send included, may consume the edge. A reader parked on the
+descriptor could then sleep while a message waits. The rule that makes it
+safe: whoever touches the socket drains it. After every send we check
+``ZMQ_EVENTS`` and, if a message is ready, dispatch everything pending right
+there. Dispatch is synchronous (it resolves futures and starts tasks), so a
+send never blocks on a handler, and a re-entrant drain is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anyio
+import zmq
+
+__all__ = ["Pump"]
+
+Frames = list[bytes]
+
+
+class Pump:
+    """Receives every message of ``sock`` into ``on_message`` and sends for all.
+
+    ``run()`` is the only task that waits on the socket. ``send()`` may be
+    called from any task of the same event loop thread.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes], on_message: Callable[[Frames], None]) -> None:
+        self.sock = sock
+        self._on_message = on_message
+        self._fd: int = sock.getsockopt(zmq.FD)
+        self._draining = False
+        self.closed = False
+
+    def send(self, frames: Sequence[bytes]) -> None:
+        """Queue ``frames`` for sending without blocking; then drain the socket
+        (see the module docstring for why)."""
+        self.sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
+        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.drain()
+
+    def drain(self) -> None:
+        """Dispatch every message that is ready now."""
+        if self._draining or self.closed:
+            return
+        self._draining = True
+        try:
+            sock = self.sock
+            while not self.closed:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                self._on_message(frames)
+        finally:
+            self._draining = False
+
+    async def run(self) -> None:
+        """Wait for and dispatch messages until cancelled or closed."""
+        while not self.closed:
+            self.drain()
+            if self.closed:
+                return
+            await anyio.wait_readable(self._fd)

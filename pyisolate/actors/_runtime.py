@@ -1,0 +1,638 @@
+"""The host side: a Runtime owns a ROUTER socket, a private directory and actors.
+
+Every actor connects one DEALER to the runtime's ROUTER and proves who it is
+with a HELLO carrying the protocol version and its secret token. The runtime
+routes: messages for the host are handled here, messages between actors are
+forwarded with the source stamped by the host (an actor cannot pose as
+another) and without decoding their bodies.
+
+Failures stay local. A malformed or oversized message, a bad token or a
+disconnect cuts off that one actor with ProtocolError; everyone else is served
+on. An actor's exit is seen at once (``_process``) and every call waiting on
+it, from the host or from other actors, fails with ActorDiedError.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import msgpack
+import zmq
+
+from .._wire import (
+    PROTOCOL_VERSION,
+    Codec,
+    DecodeContext,
+    EncodeContext,
+    Kind,
+    Limits,
+    decode_header,
+    encode_header,
+    exception_to_wire,
+)
+from .._wire._envelope import HOST
+from ..errors import (
+    ActorClosedError,
+    ActorDiedError,
+    ActorStartError,
+    ProtocolError,
+)
+from ._calls import CallTable
+from ._options import SpawnOptions, default_compute_threads
+from ._process import ActorProcess, describe_exit, python_command
+from ._ref import ActorRef
+from ._rundir import RuntimeDir, sweep_stale
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("pyisolate.runtime")
+
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_FORWARDABLE = frozenset({Kind.CALL, Kind.CAST, Kind.STREAM, Kind.REPLY, Kind.ERROR, Kind.ITEM,
+                          Kind.END, Kind.CREDIT, Kind.CANCEL, Kind.TRANSPORT})
+_FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
+_DISCONNECT_GRACE = 1.0
+
+
+@attrs.define(eq=False)
+class _Record:
+    """The host's view of one actor."""
+
+    id: int
+    name: str
+    token: bytes
+    options: SpawnOptions
+    init_body: bytes
+    process: ActorProcess | None = None
+    routing: bytes | None = None
+    state: str = "starting"  # starting -> running -> stopping -> stopped | dead
+    ready: anyio.Event = attrs.Factory(anyio.Event)
+    start_error: BaseException | None = None
+    ref: ActorRef | None = None
+    death: BaseException | None = None
+    # (caller id, call id) of forwarded calls this actor has not answered yet.
+    inbound: set[tuple[int, int]] = attrs.Factory(set)
+
+    def closed_error(self) -> BaseException:
+        if self.state in ("stopping", "stopped"):
+            return ActorClosedError(f"actor {self.name!r} was stopped", actor=self.name)
+        if self.death is not None:
+            return _copy_error(self.death)
+        return ActorClosedError(f"actor {self.name!r} is not running", actor=self.name)
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, ActorDiedError):
+        return ActorDiedError(str(exc), actor=exc.actor, exitcode=exc.exitcode)
+    return type(exc)(*exc.args)
+
+
+class Runtime:
+    """Spawns and owns actors; use as ``async with Runtime() as rt``.
+
+    Leaving the block stops every actor (gracefully, then by force after its
+    ``stop_timeout``) and removes every file the runtime made. For synchronous
+    code use :meth:`blocking`.
+    """
+
+    def __init__(
+        self,
+        *,
+        options: SpawnOptions | None = None,
+        sandbox: Any = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.options = options or SpawnOptions()
+        self.sandbox = sandbox
+        self._codec = Codec(limits=limits)
+        self._ids = itertools.count(1)
+        self._records: dict[int, _Record] = {}
+        self._by_routing: dict[bytes, _Record] = {}
+        self.calls = CallTable(self._send_to)
+        self.transport: Any = None
+        self._open = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        if self._open or self._closed:
+            raise RuntimeError("a Runtime can be entered only once")
+        sweep_stale()
+        self._dir = RuntimeDir()
+        self._zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
+        router = self._zctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, 0)
+        router.setsockopt(zmq.RCVHWM, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # zmq drops a peer whose message exceeds this, before we buffer it.
+        router.setsockopt(zmq.MAXMSGSIZE, self._codec.limits.max_frame + 1024)
+        self.socket_path = str(self._dir.path / "router.sock")
+        router.bind(f"ipc://{self.socket_path}")
+        # The directory (0700) keeps others out; the socket itself is opened up
+        # so that a sandboxed actor running under another uid can connect.
+        os.chmod(self.socket_path, 0o666)
+        self.endpoint = f"ipc://{self.socket_path}"
+        self._router = router
+        from ._pump import Pump
+
+        self._pump = Pump(router, self._on_message)
+        # Disconnects (a crash, or zmq dropping an oversized message) arrive on
+        # a monitor socket without the peer's identity: probe who is gone.
+        self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_pump = Pump(self._monitor, self._on_monitor_event)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._pump.run)
+        self._tg.start_soon(self._monitor_pump.run)
+        self._open = True
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stop_all()
+        finally:
+            self._open = False
+            self._closed = True
+            self._pump.closed = True
+            self._monitor_pump.closed = True
+            self._tg.cancel_scope.cancel()
+            try:
+                # Our tasks end by cancellation; the body's own exception (if
+                # any) propagates unwrapped from the caller's ``async with``.
+                await self._tg.__aexit__(None, None, None)
+            finally:
+                self._router.disable_monitor()
+                self._monitor.close(linger=0)
+                self._router.close(linger=0)
+                self._zctx.term()
+                self._dir.close()
+
+    async def _stop_all(self) -> None:
+        records = [r for r in self._records.values() if r.state in ("starting", "running")]
+        async with anyio.create_task_group() as tg:
+            for record in reversed(records):
+                tg.start_soon(self.stop_actor, record.id, None)
+        self.calls.fail_peer_all(lambda: ActorClosedError("the runtime was closed"))
+
+    @property
+    def directory(self) -> Path:
+        """The runtime's private directory (mode 0700), removed on exit."""
+        return self._dir.path
+
+    @classmethod
+    def blocking(cls, **kwargs: Any) -> Any:
+        """The same API for synchronous code: ``with Runtime.blocking() as rt:``."""
+        from ._blocking import BlockingRuntime
+
+        return BlockingRuntime(**kwargs)
+
+    # -- spawning ----------------------------------------------------------------
+
+    async def spawn(
+        self,
+        target: type | str,
+        *args: Any,
+        name: str | None = None,
+        sandbox: Any = None,
+        options: SpawnOptions | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start an actor process running ``target(*args, **kwargs)``; return its
+        reference once the constructor and ``on_start`` have run.
+
+        ``target`` is a class (defined at module level, the main script included)
+        or a ``"module:Class"`` string. Start-up failures raise ActorStartError
+        with the child's traceback.
+        """
+        if not self._open:
+            raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
+        opts = options or self.options
+        spec, main_path = _target_spec(target)
+        actor_id = next(self._ids)
+        name = name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
+        if any(r.name == name and r.state in ("starting", "running")
+               for r in self._records.values()):
+            raise ValueError(f"an actor named {name!r} is already running")
+        # Encode the constructor arguments first: an argument that cannot be
+        # sent raises TypeError here, before a process is started.
+        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
+        init_body = self._codec.encode([list(args), kwargs], ectx)
+        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
+        self._records[actor_id] = record
+        boot = {
+            "endpoint": self.endpoint,
+            "actor_id": actor_id,
+            "token": record.token,
+            "name": name,
+            "target": spec,
+            "main_path": main_path,
+            "sys_path": [p for p in sys.path if isinstance(p, str)],
+            "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
+            "sync_threads": opts.sync_threads,
+            "backend": opts.backend,
+            "cwd": opts.cwd or os.getcwd(),
+        }
+        argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
+        try:
+            record.process = ActorProcess(
+                argv,
+                env=self._child_env(opts),
+                bootstrap=boot,
+                logger=logging.getLogger(f"pyisolate.actor.{name}"),
+                cwd=opts.cwd,
+            )
+        except OSError as exc:
+            record.state = "dead"
+            raise ActorStartError(f"could not start actor {name!r}: {exc}", actor=name) from exc
+        self._tg.start_soon(self._watch, record)
+        self._tg.start_soon(record.process.pump_output, "stdout")
+        self._tg.start_soon(record.process.pump_output, "stderr")
+        try:
+            with anyio.fail_after(opts.start_timeout):
+                await record.ready.wait()
+        except TimeoutError:
+            record.process.kill()
+            raise ActorStartError(
+                f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
+            ) from None
+        except BaseException:
+            record.process.kill()
+            raise
+        if record.start_error is not None:
+            record.process.kill()
+            raise record.start_error
+        assert record.ref is not None
+        return record.ref
+
+    def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        threads = str(opts.compute_threads or default_compute_threads())
+        for var in _THREAD_VARS:
+            env[var] = threads
+        env.update(opts.env)
+        return env
+
+    async def _watch(self, record: _Record) -> None:
+        assert record.process is not None
+        await record.process.watch()
+        self._on_exit(record, record.process.returncode)
+
+    def _on_exit(self, record: _Record, code: int | None) -> None:
+        was = record.state
+        if was == "starting" and record.start_error is None:
+            tail = "\n".join(record.process.stderr_tail) if record.process else ""
+            record.start_error = ActorStartError(
+                f"actor {record.name!r} {describe_exit(code)} before it was ready"
+                + (f"; its stderr ended with:\n{tail}" if tail else ""),
+                actor=record.name,
+            )
+        if was in ("stopping", "stopped"):
+            record.state = "stopped"
+        else:
+            record.state = "dead"
+            if record.death is None:
+                record.death = ActorDiedError(
+                    f"actor {record.name!r} died ({describe_exit(code)})",
+                    actor=record.name, exitcode=code,
+                )
+            if was == "running":
+                log.warning("%s", record.death)
+        record.ready.set()
+        if record.routing is not None:
+            self._by_routing.pop(record.routing, None)
+            record.routing = None
+        self.calls.fail_peer(record.id, record.closed_error)
+        # Calls that other actors made on this one, and calls this one made on
+        # others: answer the first with the death, cancel the second.
+        for caller, call_id in record.inbound:
+            self._send_error_to(caller, call_id, record.id, record.closed_error())
+        record.inbound.clear()
+        for other in self._records.values():
+            for caller, call_id in [k for k in other.inbound if k[0] == record.id]:
+                other.inbound.discard((caller, call_id))
+                self._raw_send(other, Kind.CANCEL, call_id, record.id)
+        if self.transport is not None:
+            self.transport.peer_died(record.id)
+
+    # -- endpoint protocol (used by ActorRef) -------------------------------------
+
+    def check_callable(self, actor_id: int, name: str) -> None:
+        record = self._records.get(actor_id)
+        if record is None:
+            raise ActorClosedError(f"no actor {name!r} in this runtime", actor=name)
+        if record.state != "running":
+            raise record.closed_error()
+
+    def make_ref(self, actor_id: int, name: str, methods: dict[str, str] | None) -> ActorRef:
+        record = self._records.get(actor_id)
+        if record is not None and record.ref is not None:
+            return record.ref
+        return ActorRef(self, actor_id, name, methods)
+
+    async def stop_actor(self, actor_id: int, timeout: float | None) -> None:
+        record = self._records.get(actor_id)
+        if record is None or record.process is None:
+            return
+        if record.state in ("running", "starting"):
+            starting = record.state == "starting"
+            record.state = "stopping"
+            if starting or record.routing is None:
+                record.process.kill()
+            else:
+                self._raw_send(record, Kind.SHUTDOWN, 0, HOST)
+        grace = timeout if timeout is not None else record.options.stop_timeout
+        with anyio.move_on_after(grace):
+            await record.process.exited.wait()
+        if not record.process.exited.is_set():
+            log.warning("actor %r did not stop within %s s: killing it", record.name, grace)
+            record.process.kill()
+            await record.process.exited.wait()
+
+    def kill_actor(self, actor_id: int) -> None:
+        record = self._records.get(actor_id)
+        if record is not None and record.process is not None:
+            record.process.kill()
+
+    async def ping(self, ref: ActorRef, timeout: float | None = None) -> float:
+        """Round-trip a heartbeat through the actor's event loop; return seconds."""
+        self.check_callable(ref.id, ref.name)
+        start = anyio.current_time()
+        await self.calls.ping(ref.id, ref.name, timeout)
+        return anyio.current_time() - start
+
+    def actors(self) -> list[ActorRef]:
+        """References to the running actors, in start order."""
+        return [r.ref for r in self._records.values() if r.state == "running" and r.ref]
+
+    def process_id(self, ref: ActorRef) -> int | None:
+        """The OS process id of the actor behind ``ref`` (None once it has exited)."""
+        record = self._records.get(ref.id)
+        if record is None or record.process is None or record.process.returncode is not None:
+            return None
+        return record.process.pid
+
+    # -- sending -----------------------------------------------------------------
+
+    def _send_to(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        record = self._records.get(peer)
+        if record is None or record.routing is None or record.state not in ("running",
+                                                                             "stopping"):
+            if record is None:
+                raise ActorClosedError(f"no actor with id {peer}")
+            raise record.closed_error()
+        if body is None:
+            self._raw_send(record, kind, call_id, HOST)
+            return
+        ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
+        data = self._codec.encode(body, ectx)
+        self._emit(record, [record.routing, encode_header(kind, call_id, HOST, len(ectx.fds)),
+                            data])
+
+    def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
+                  body: bytes | None = None) -> None:
+        if record.routing is None:
+            return
+        frames = [record.routing, encode_header(kind, call_id, peer)]
+        if body is not None:
+            frames.append(body)
+        self._emit(record, frames)
+
+    def _emit(self, record: _Record, frames: list[bytes]) -> None:
+        try:
+            self._pump.send(frames)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer's connection is gone
+            raise ActorDiedError(
+                f"actor {record.name!r} is unreachable: {exc}", actor=record.name
+            ) from None
+
+    def _send_error_to(self, peer: int, call_id: int, source: int, exc: BaseException) -> None:
+        record = self._records.get(peer)
+        if record is None or record.routing is None:
+            return
+        body = msgpack.packb(exception_to_wire(exc, with_traceback=False))
+        try:
+            self._raw_send(record, Kind.ERROR, call_id, source, body)
+        except ActorDiedError:
+            pass
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            self._route(frames)
+        except Exception:  # a bug here must not take the whole runtime down
+            log.exception("pyisolate: internal error while routing a message")
+
+    def _on_monitor_event(self, frames: list[bytes]) -> None:
+        for record in list(self._by_routing.values()):
+            if record.state != "running":
+                continue
+            try:
+                self._raw_send(record, Kind.PING, 0, HOST)
+            except ActorDiedError:
+                self._on_disconnect(record)
+
+    def _route(self, frames: list[bytes]) -> None:
+        routing = frames[0]
+        record = self._by_routing.get(routing)
+        if record is None:
+            self._handshake(routing, frames)
+            return
+        try:
+            if len(frames) not in (2, 3):
+                raise ProtocolError(f"message of {len(frames) - 1} frames")
+            header = decode_header(frames[1])
+            body_frame = frames[2] if len(frames) == 3 else None
+            if header.peer != HOST:
+                self._forward(record, header.kind, header.call_id, header.peer, body_frame)
+                return
+            body = None
+            if body_frame is not None:
+                dctx = DecodeContext(peer=record.id, session=self.transport, endpoint=self)
+                body = self._codec.decode(body_frame, dctx)
+            self._handle(record, header.kind, header.call_id, body)
+        except ProtocolError as exc:
+            self._cut_off(record, exc)
+
+    def _handshake(self, routing: bytes, frames: list[bytes]) -> None:
+        try:
+            if len(frames) != 3 or len(frames[2]) > 512:
+                raise ProtocolError("expected a HELLO")
+            header = decode_header(frames[1])
+            if header.kind is not Kind.HELLO:
+                raise ProtocolError(f"expected HELLO, got {header.kind.name}")
+            version, actor_id, token = msgpack.unpackb(
+                frames[2], max_bin_len=256, max_str_len=256, max_array_len=3, max_map_len=0
+            )
+            if type(actor_id) is not int or not isinstance(token, bytes):
+                raise ProtocolError("malformed HELLO")
+        except Exception as exc:
+            self._refuse(routing, f"handshake refused: {exc}")
+            return
+        record = self._records.get(actor_id)
+        if (record is None or record.state != "starting" or record.routing is not None
+                or not hmac.compare_digest(token, record.token)):
+            self._refuse(routing, "handshake refused: unknown actor or wrong token")
+            return
+        if version != PROTOCOL_VERSION:
+            self._refuse(routing, f"protocol version {version!r} is not {PROTOCOL_VERSION}")
+            record.start_error = ActorStartError(
+                f"actor {record.name!r} speaks protocol version {version!r}; this host speaks "
+                f"{PROTOCOL_VERSION}", actor=record.name,
+            )
+            record.start_error.__cause__ = ProtocolError("protocol version mismatch")
+            record.ready.set()
+            if record.process is not None:
+                record.process.kill()
+            return
+        record.routing = routing
+        self._by_routing[routing] = record
+        self._raw_send(record, Kind.CALL, 0, HOST, record.init_body)
+
+    def _refuse(self, routing: bytes, reason: str) -> None:
+        log.warning("pyisolate: refused a connection: %s", reason)
+        try:
+            self._pump.send([routing, encode_header(Kind.REFUSED), msgpack.packb(reason)])
+        except zmq.ZMQError:
+            pass
+
+    def _handle(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        if kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END, Kind.PONG):
+            self.calls.dispatch(kind, call_id, body, actor=record.name)
+        elif kind is Kind.READY and record.state == "starting":
+            if not isinstance(body, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in body.items()
+            ):
+                raise ProtocolError("malformed READY")
+            record.ref = ActorRef(self, record.id, record.name, body,
+                                  default_timeout=record.options.call_timeout)
+            record.state = "running"
+            record.ready.set()
+        elif kind is Kind.START_FAILED and record.state == "starting":
+            record.start_error = _start_error(record.name, body)
+            record.ready.set()
+        elif kind in (Kind.CALL, Kind.STREAM):
+            self._send_error_to(record.id, call_id, HOST,
+                                AttributeError("the host serves no methods"))
+        elif kind is Kind.TRANSPORT and self.transport is not None:
+            self.transport.handle_control(record.id, body)
+        elif kind in (Kind.CAST, Kind.CREDIT, Kind.CANCEL):
+            pass
+        else:
+            raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
+
+    def _forward(self, src: _Record, kind: Kind, call_id: int, peer: int,
+                 body: bytes | None) -> None:
+        if kind not in _FORWARDABLE:
+            raise ProtocolError(f"{kind.name} cannot be sent to another actor")
+        dst = self._records.get(peer)
+        if dst is None or dst.routing is None or dst.state != "running":
+            if kind in (Kind.CALL, Kind.STREAM):
+                error = (dst.closed_error() if dst is not None
+                         else ActorClosedError(f"no actor with id {peer}"))
+                self._send_error_to(src.id, call_id, peer, error)
+            return
+        if kind in (Kind.CALL, Kind.STREAM):
+            dst.inbound.add((src.id, call_id))
+        elif kind in _FINAL:
+            src.inbound.discard((dst.id, call_id))
+        frames = [dst.routing, encode_header(kind, call_id, src.id)]
+        if body is not None:
+            frames.append(body)
+        try:
+            self._emit(dst, frames)
+        except ActorDiedError as exc:
+            if kind in (Kind.CALL, Kind.STREAM):
+                dst.inbound.discard((src.id, call_id))
+                self._send_error_to(src.id, call_id, peer, exc)
+
+    def _on_disconnect(self, record: _Record) -> None:
+        if record.state not in ("running", "starting"):
+            return
+
+        async def judge() -> None:
+            # A crash closes the connection too; give the exit a moment to be
+            # seen before calling it a protocol violation.
+            assert record.process is not None
+            with anyio.move_on_after(_DISCONNECT_GRACE):
+                await record.process.exited.wait()
+            if not record.process.exited.is_set():
+                self._cut_off(record, ProtocolError(
+                    f"actor {record.name!r} dropped its connection (a message over the "
+                    f"{self._codec.limits.max_frame}-byte limit, or a closed socket)"))
+
+        self._tg.start_soon(judge)
+
+    def _cut_off(self, record: _Record, exc: ProtocolError) -> None:
+        """Disconnect a misbehaving actor: fail its calls with ``exc``, kill it."""
+        if record.state in ("dead", "stopped"):
+            return
+        log.error("pyisolate: actor %r violated the protocol and is cut off: %s",
+                  record.name, exc)
+        record.death = ProtocolError(f"actor {record.name!r} was cut off: {exc}")
+        if record.state == "starting":
+            record.start_error = ActorStartError(str(record.death), actor=record.name)
+            record.start_error.__cause__ = exc
+            record.ready.set()
+        record.state = "dead"
+        if record.routing is not None:
+            self._by_routing.pop(record.routing, None)
+            record.routing = None
+        self.calls.fail_peer(record.id, record.closed_error)
+        if record.process is not None:
+            record.process.kill()
+
+
+def _start_error(name: str, body: Any) -> ActorStartError:
+    try:
+        module, qualname, args, tb = body
+        detail = f"{module}.{qualname}: {', '.join(map(str, args))}".replace("builtins.", "")
+    except Exception:
+        detail, tb = repr(body), ""
+    error = ActorStartError(f"actor {name!r} failed to start: {detail}\n\n"
+                            f"Remote traceback:\n{tb}", actor=name)
+    return error
+
+
+def _target_spec(target: type | str) -> tuple[str, str | None]:
+    """``"module:Qualname"`` for the child, plus the main script's path when the
+    class lives in ``__main__``."""
+    if isinstance(target, str):
+        module, sep, qualname = target.partition(":")
+        if not sep or not module or not qualname:
+            raise ValueError(f"actor target {target!r} is not of the form 'module:Class'")
+        return target, None
+    if not isinstance(target, type):
+        raise TypeError(f"actor target must be a class or 'module:Class', not {target!r}")
+    if "<locals>" in target.__qualname__:
+        raise ValueError(
+            f"{target.__qualname__} is defined inside a function; an actor class must be "
+            "defined at module level so that the actor process can import it"
+        )
+    module = target.__module__
+    main_path = None
+    if module in ("__main__", "__mp_main__"):
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not main_file:
+            raise ValueError(
+                f"{target.__qualname__} is defined in an interactive session; define it "
+                "in a module and pass the class or 'module:Class'"
+            )
+        main_path = os.path.abspath(main_file)
+        module = "__main__"
+    return f"{module}:{target.__qualname__}", main_path
