@@ -8,10 +8,12 @@ users register). Decoding is bounded so that a hostile peer can only earn a
 """
 
 from ._codec import Codec, DecodeContext, EncodeContext, ExtRegistry, Limits, default_registry
-from ._envelope import PROTOCOL_VERSION, Header, Kind, decode_header, encode_header
+from ._envelope import HEADER_SIZE, HOST, PROTOCOL_VERSION, Header, Kind, decode_header, encode_header
 from ._exceptions import exception_from_wire, exception_to_wire
 
 __all__ = [
+    "HEADER_SIZE",
+    "HOST",
     "PROTOCOL_VERSION",
     "Codec",
     "DecodeContext",

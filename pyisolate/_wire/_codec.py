@@ -149,68 +149,76 @@ default_registry = ExtRegistry()
 
 
 class Codec:
-    """Encodes values for the wire and decodes them under :class:`Limits`."""
+    """Encodes values for the wire and decodes them under :class:`Limits`.
+
+    A codec keeps one msgpack packer and is meant for one thread at a time (an
+    endpoint's event loop thread); make one per thread otherwise.
+    """
 
     def __init__(self, registry: ExtRegistry | None = None, limits: Limits | None = None) -> None:
         self.registry = registry if registry is not None else default_registry
         self.limits = limits or Limits()
+        self._ectx = EncodeContext()
+        self._dctx = DecodeContext()
+        self._packer = self._new_packer()
 
     # -- encoding ---------------------------------------------------------------
 
     def encode(self, value: Any, ctx: EncodeContext | None = None) -> bytes:
         """Encode ``value``; raises TypeError naming any type that cannot travel."""
-        ctx = ctx if ctx is not None else EncodeContext()
+        self._ectx = ctx if ctx is not None else EncodeContext()
         try:
-            return self._packer(ctx).pack(value)  # type: ignore[no-any-return]
+            return self._packer.pack(value)  # type: ignore[no-any-return]
         except TypeError:
+            self._packer = self._new_packer()  # a failed pack leaves partial output
             raise
         except ValueError as exc:  # msgpack: recursion limit, integer overflow
+            self._packer = self._new_packer()
             raise TypeError(f"cannot encode value: {exc}") from None
 
-    def _packer(self, ctx: EncodeContext) -> msgpack.Packer:
-        registry = self.registry
+    def _new_packer(self) -> msgpack.Packer:
+        return msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
 
-        def default(obj: Any) -> Any:
-            cls = type(obj)
-            if cls is tuple:
-                return msgpack.ExtType(EXT_TUPLE, packer_for_nested().pack(list(obj)))
-            if cls is set or cls is frozenset:
-                code = EXT_SET if cls is set else EXT_FROZENSET
-                return msgpack.ExtType(code, packer_for_nested().pack(list(obj)))
-            entry = registry.lookup(cls)
-            if entry is not None:
-                return msgpack.ExtType(entry.code, entry.encode(obj, ctx))
-            # Subclasses of natives travel as the native (IntEnum -> int, etc.).
-            for native in (bool, int, float, str, bytes, dict, list):
-                if isinstance(obj, native):
-                    return native(obj)
-            if isinstance(obj, tuple):
-                return msgpack.ExtType(EXT_TUPLE, packer_for_nested().pack(list(obj)))
-            if isinstance(obj, (bytearray, memoryview)):
-                return bytes(obj)
-            raise TypeError(
-                f"cannot send an object of type {cls.__module__}.{cls.__qualname__}: "
-                "pyisolate sends msgpack natives, tuples, sets, bytes, tensors, arrays, "
-                "actor references and registered types (pyisolate.register_type)"
-            )
+    def _pack_nested(self, items: list[Any]) -> bytes:
+        # The main packer is mid-message: extension payloads need their own.
+        return self._new_packer().pack(items)  # type: ignore[no-any-return]
 
-        def packer_for_nested() -> msgpack.Packer:
-            return msgpack.Packer(default=default, strict_types=True, use_bin_type=True)
-
-        return packer_for_nested()
+    def _default(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self._pack_nested(list(obj)))
+        if cls is set or cls is frozenset:
+            code = EXT_SET if cls is set else EXT_FROZENSET
+            return msgpack.ExtType(code, self._pack_nested(list(obj)))
+        entry = self.registry.lookup(cls)
+        if entry is not None:
+            return msgpack.ExtType(entry.code, entry.encode(obj, self._ectx))
+        # Subclasses of natives travel as the native (IntEnum -> int, etc.).
+        for native in (bool, int, float, str, bytes, dict, list):
+            if isinstance(obj, native):
+                return native(obj)
+        if isinstance(obj, tuple):
+            return msgpack.ExtType(EXT_TUPLE, self._pack_nested(list(obj)))
+        if isinstance(obj, (bytearray, memoryview)):
+            return bytes(obj)
+        raise TypeError(
+            f"cannot send an object of type {cls.__module__}.{cls.__qualname__}: "
+            "pyisolate sends msgpack natives, tuples, sets, bytes, tensors, arrays, "
+            "actor references and registered types (pyisolate.register_type)"
+        )
 
     # -- decoding ---------------------------------------------------------------
 
-    def decode(self, data: bytes, ctx: DecodeContext | None = None) -> Any:
+    def decode(self, data: bytes | memoryview, ctx: DecodeContext | None = None) -> Any:
         """Decode one body; every malformed, oversized or unknown input is a
         ProtocolError."""
-        ctx = ctx if ctx is not None else DecodeContext()
         if len(data) > self.limits.max_frame:
             raise ProtocolError(
                 f"message body of {len(data)} bytes exceeds the limit of {self.limits.max_frame}"
             )
+        self._dctx = ctx if ctx is not None else DecodeContext()
         try:
-            return self._unpack(data, ctx)
+            return self._unpack(data)
         except ProtocolError:
             raise
         except RecursionError:
@@ -218,37 +226,36 @@ class Codec:
         except Exception as exc:
             raise ProtocolError(f"undecodable message body: {type(exc).__name__}: {exc}") from None
 
-    def _unpack(self, data: bytes, ctx: DecodeContext) -> Any:
+    def _unpack(self, data: bytes | memoryview) -> Any:
         limits = self.limits
-        registry = self.registry
-
-        def ext_hook(code: int, payload: bytes) -> Any:
-            if ctx.depth >= limits.max_depth:
-                raise ProtocolError("extension types nested too deeply")
-            ctx.depth += 1
-            try:
-                if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
-                    items = self._unpack(payload, ctx)
-                    if type(items) is not list:
-                        raise ProtocolError("malformed tuple/set extension")
-                    if code == EXT_TUPLE:
-                        return tuple(items)
-                    return set(items) if code == EXT_SET else frozenset(items)
-                decoder = registry.decoder(code)
-                if decoder is None:
-                    raise ProtocolError(f"unknown extension type {code}")
-                return decoder(payload, ctx)
-            finally:
-                ctx.depth -= 1
-
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=False,
-            ext_hook=ext_hook,
+            ext_hook=self._ext_hook,
             max_array_len=limits.max_items,
             max_map_len=limits.max_items,
             max_str_len=limits.max_frame,
             max_bin_len=limits.max_frame,
             max_ext_len=limits.max_frame,
         )
+
+    def _ext_hook(self, code: int, payload: bytes) -> Any:
+        ctx = self._dctx
+        if ctx.depth >= self.limits.max_depth:
+            raise ProtocolError("extension types nested too deeply")
+        ctx.depth += 1
+        try:
+            if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
+                items = self._unpack(payload)
+                if type(items) is not list:
+                    raise ProtocolError("malformed tuple/set extension")
+                if code == EXT_TUPLE:
+                    return tuple(items)
+                return set(items) if code == EXT_SET else frozenset(items)
+            decoder = self.registry.decoder(code)
+            if decoder is None:
+                raise ProtocolError(f"unknown extension type {code}")
+            return decoder(payload, ctx)
+        finally:
+            ctx.depth -= 1

@@ -17,6 +17,7 @@ the consumer has taken, so a fast producer cannot run ahead without bound.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import threading
@@ -28,7 +29,7 @@ import anyio
 from .._wire import Kind, exception_from_wire
 from ..errors import ProtocolError
 
-__all__ = ["CallTable", "RemoteStream"]
+__all__ = ["CallTable", "RemoteStream", "on_asyncio"]
 
 SendFn = Callable[[Kind, int, int, Any], None]
 """send(kind, call_id, peer, body) — body ``None`` means no body frame."""
@@ -36,13 +37,25 @@ SendFn = Callable[[Kind, int, int, Any], None]
 _NO_BODY = None
 
 
+def on_asyncio() -> bool:
+    # A running asyncio loop in this thread means the asyncio backend (anyio no
+    # longer ships sniffio, and this is all we need to know).
+    return asyncio._get_running_loop() is not None
+
+
+def _event_factory() -> Callable[[], Any]:
+    """asyncio's own Event where the loop is asyncio (a fraction of the cost of
+    anyio's wrapper, and anyio's cancel scopes still apply); anyio's elsewhere."""
+    return asyncio.Event if on_asyncio() else anyio.Event
+
+
 class _Pending:
     __slots__ = ("actor", "done", "error", "event", "peer", "value")
 
-    def __init__(self, peer: int, actor: str | None) -> None:
+    def __init__(self, peer: int, actor: str | None, event: Any) -> None:
         self.peer = peer
         self.actor = actor
-        self.event = anyio.Event()
+        self.event = event
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
@@ -69,6 +82,12 @@ class CallTable:
         self._pending: dict[int, _Pending | RemoteStream] = {}
         self._loop_thread = threading.get_ident()
         self._deferred_cancels: list[tuple[int, int]] = []
+        self._new_event: Callable[[], Any] | None = None
+
+    def new_event(self) -> Any:
+        if self._new_event is None:
+            self._new_event = _event_factory()
+        return self._new_event()
 
     # -- outgoing ---------------------------------------------------------------
 
@@ -82,7 +101,7 @@ class CallTable:
         timeout: float | None,
     ) -> Any:
         call_id = next(self._ids)
-        pending = _Pending(peer, actor)
+        pending = _Pending(peer, actor, self.new_event())
         # Register before sending: the send drains the socket, and the reply
         # may be dispatched before it returns. An unencodable argument raises
         # TypeError from the send, in the caller, and nothing is left behind.
@@ -198,7 +217,7 @@ class CallTable:
     async def ping(self, peer: int, actor: str | None, timeout: float | None) -> None:
         """Send a heartbeat and wait for the PONG (answered by the actor's loop)."""
         call_id = next(self._ids)
-        pending = _Pending(peer, actor)
+        pending = _Pending(peer, actor, self.new_event())
         self._pending[call_id] = pending
         try:
             self._send(Kind.PING, call_id, peer, _NO_BODY)
@@ -238,7 +257,7 @@ class RemoteStream(AsyncIterator[Any]):
         self._window = window
         self._timeout = timeout
         self._items: collections.deque[Any] = collections.deque()
-        self._event = anyio.Event()
+        self._event = table.new_event()
         self._finished = False
         self._error: BaseException | None = None
         self._consumed_since_credit = 0
@@ -270,7 +289,7 @@ class RemoteStream(AsyncIterator[Any]):
                 raise StopAsyncIteration
             if self._closed:
                 raise StopAsyncIteration
-            self._event = anyio.Event()
+            self._event = self._table.new_event()
             try:
                 with anyio.fail_after(self._timeout if self._timeout is not None else math.inf):
                     await self._event.wait()

@@ -29,6 +29,7 @@ import anyio
 import zmq
 
 from .._wire import (
+    HEADER_SIZE,
     PROTOCOL_VERSION,
     Codec,
     DecodeContext,
@@ -42,7 +43,7 @@ from .._wire._envelope import HOST
 from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
-from ._calls import CallTable
+from ._calls import CallTable, on_asyncio
 from ._pump import Pump
 from ._ref import ActorRef
 
@@ -152,6 +153,74 @@ def _import_main(path: str) -> None:
     module.__dict__.update(namespace)
 
 
+class _AsyncioTasks:
+    """Call tasks on asyncio: plain ``create_task`` and ``task.cancel()``.
+
+    anyio's task groups and cancel scopes cost more than the rest of a small
+    call; on asyncio the native primitives give the same semantics.
+    """
+
+    def __init__(self, sync_threads: int) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._loop = asyncio.get_running_loop()
+        self._pool = ThreadPoolExecutor(sync_threads, thread_name_prefix="pyisolate-sync")
+        self._tasks: dict[tuple[int, int], Any] = {}
+
+    def start(self, key: tuple[int, int] | None, fn: Any, *args: Any) -> None:
+        task = self._loop.create_task(fn(*args))
+        if key is not None:
+            self._tasks[key] = task
+            task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+
+    def cancel(self, key: tuple[int, int]) -> None:
+        task = self._tasks.get(key)
+        if task is not None:
+            task.cancel()
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    async def run_sync(self, fn: Any) -> Any:
+        return await self._loop.run_in_executor(self._pool, fn)
+
+
+class _AnyioTasks:
+    """Call tasks on any anyio backend (trio): a task group and a cancel scope each."""
+
+    def __init__(self, tg: Any, sync_threads: int) -> None:
+        self._tg = tg
+        self._limiter = anyio.CapacityLimiter(sync_threads)
+        self._scopes: dict[tuple[int, int], anyio.CancelScope] = {}
+
+    def start(self, key: tuple[int, int] | None, fn: Any, *args: Any) -> None:
+        self._tg.start_soon(self._scoped, key, fn, args)
+
+    async def _scoped(self, key: tuple[int, int] | None, fn: Any, args: Any) -> None:
+        with anyio.CancelScope() as scope:
+            if key is not None:
+                self._scopes[key] = scope
+            try:
+                await fn(*args)
+            finally:
+                if key is not None:
+                    self._scopes.pop(key, None)
+
+    def cancel(self, key: tuple[int, int]) -> None:
+        scope = self._scopes.get(key)
+        if scope is not None:
+            scope.cancel()
+
+    def cancel_all(self) -> None:
+        for scope in list(self._scopes.values()):
+            scope.cancel()
+
+    async def run_sync(self, fn: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+
 class ActorServer:
     """Serves one actor on the loop thread of the actor process."""
 
@@ -170,16 +239,16 @@ class ActorServer:
         sock.setsockopt(zmq.RECONNECT_IVL, -1)
         sock.connect(boot["endpoint"])
         self.sock = sock
-        self.pump = Pump(sock, self._on_message)
+        self.pump = Pump(sock, self._on_message, multipart=False)
         self.calls = CallTable(self._send)
         self.actor: Any = None
         self.methods: dict[str, str] = {}
-        self._scopes: dict[tuple[int, int], anyio.CancelScope] = {}
         self._credits: dict[tuple[int, int], list[Any]] = {}
-        self._tg: Any = None
-        self._limiter = anyio.CapacityLimiter(max(1, int(boot.get("sync_threads", 1))))
+        self._sync_threads = max(1, int(boot.get("sync_threads", 1)))
+        self.tasks: _AsyncioTasks | _AnyioTasks | None = None
         self._init_args: Any = None
-        self._init_event: anyio.Event | None = None
+        self._init_event: Any = None
+        self._stop_event: Any = None
         self._stopping = False
         self.transport: Any = None
 
@@ -205,7 +274,7 @@ class ActorServer:
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
         data = self.codec.encode(body, ectx)
-        self.pump.send([encode_header(kind, call_id, peer, len(ectx.fds)), data])
+        self.pump.send([encode_header(kind, call_id, peer, len(ectx.fds)) + data])
 
     def _send_error(self, peer: int, call_id: int, exc: BaseException) -> None:
         try:
@@ -222,9 +291,13 @@ class ActorServer:
     # -- serving ---------------------------------------------------------------
 
     async def serve(self) -> None:
-        self._init_event = anyio.Event()
+        self._init_event = self.calls.new_event()
+        self._stop_event = self.calls.new_event()
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            if on_asyncio():
+                self.tasks = _AsyncioTasks(self._sync_threads)
+            else:
+                self.tasks = _AnyioTasks(tg, self._sync_threads)
             tg.start_soon(self.pump.run)
             self._send(Kind.HELLO, 0, HOST, [PROTOCOL_VERSION, self.actor_id, self.boot["token"]])
             try:
@@ -248,6 +321,9 @@ class ActorServer:
                 tg.cancel_scope.cancel()
                 return
             self._send(Kind.READY, 0, HOST, self.methods)
+            await self._stop_event.wait()
+            self.pump.closed = True
+            tg.cancel_scope.cancel()
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -259,10 +335,9 @@ class ActorServer:
                     await result
         except Exception:
             traceback.print_exc()
-        for scope in list(self._scopes.values()):
-            scope.cancel()
-        self.pump.closed = True
-        self._tg.cancel_scope.cancel()
+        assert self.tasks is not None
+        self.tasks.cancel_all()
+        self._stop_event.set()
 
     def close(self) -> None:
         try:
@@ -274,51 +349,50 @@ class ActorServer:
     # -- dispatch --------------------------------------------------------------
 
     def _on_message(self, frames: list[bytes]) -> None:
+        frame = frames[0]
         try:
-            header = decode_header(frames[0])
-            kind, call_id, peer = header.kind, header.call_id, header.peer
-            body: Any = None
-            if len(frames) > 1:
-                dctx = DecodeContext(peer=peer, session=self.transport, endpoint=self)
-                body = self.codec.decode(frames[1], dctx)
+            header = decode_header(frame)
         except ProtocolError as exc:
-            if len(frames) > 0:
-                try:
-                    h = decode_header(frames[0])
-                    if h.kind in (Kind.CALL, Kind.STREAM):
-                        self._send_error(h.peer, h.call_id, exc)
-                except ProtocolError:
-                    pass
             print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
             return
-        self._handle(kind, call_id, peer, body)
+        body: Any = None
+        if len(frame) > HEADER_SIZE:
+            try:
+                dctx = DecodeContext(peer=header.peer, session=self.transport, endpoint=self)
+                body = self.codec.decode(memoryview(frame)[HEADER_SIZE:], dctx)
+            except ProtocolError as exc:
+                if header.kind in (Kind.CALL, Kind.STREAM):
+                    self._send_error(header.peer, header.call_id, exc)
+                print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
+                return
+        self._handle(header.kind, header.call_id, header.peer, body)
 
     def _handle(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        tasks = self.tasks
+        assert tasks is not None
         if kind is Kind.CALL:
             if call_id == 0 and peer == HOST and self.actor is None:
                 self._init_args = body
-                assert self._init_event is not None
                 self._init_event.set()
                 return
-            self._tg.start_soon(self._run_call, peer, call_id, body)
+            tasks.start((peer, call_id), self._run_call, peer, call_id, body)
         elif kind is Kind.CAST:
-            self._tg.start_soon(self._run_call, peer, None, body)
+            tasks.start(None, self._run_call, peer, None, body)
         elif kind is Kind.STREAM:
-            self._tg.start_soon(self._run_stream, peer, call_id, body)
+            tasks.start((peer, call_id), self._run_stream, peer, call_id, body)
         elif kind is Kind.CREDIT:
             state = self._credits.get((peer, call_id))
             if state is not None and type(body) is int and body > 0:
                 state[0] += body
                 state[1].set()
         elif kind is Kind.CANCEL:
-            scope = self._scopes.get((peer, call_id))
-            if scope is not None:
-                scope.cancel()
+            tasks.cancel((peer, call_id))
         elif kind is Kind.PING:
             self._send(Kind.PONG, call_id, peer, None)
         elif kind is Kind.SHUTDOWN:
             if not self._stopping:
-                self._tg.start_soon(self._shutdown)
+                self._stopping = True
+                tasks.start(None, self._shutdown)
         elif kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END):
             self.calls.dispatch(kind, call_id, body)
         elif kind is Kind.TRANSPORT:
@@ -334,90 +408,78 @@ class ActorServer:
         return getattr(self.actor, method), self.methods[method]
 
     async def _run_call(self, peer: int, call_id: int | None, body: Any) -> None:
-        key = (peer, call_id if call_id is not None else -1)
-        with anyio.CancelScope() as scope:
-            if call_id is not None:
-                self._scopes[key] = scope
-            try:
-                method, args, kwargs = body
-                fn, kind = self._lookup(method)
-                if kind == ASYNC:
-                    result = await fn(*args, **kwargs)
-                elif kind == SYNC:
-                    result = await anyio.to_thread.run_sync(
-                        partial(fn, *args, **kwargs), limiter=self._limiter
-                    )
-                else:
-                    raise TypeError(f"{method}() is a generator: use stream() to iterate it")
-            except Exception as exc:
-                if call_id is None:
-                    traceback.print_exc()
-                else:
-                    self._send_error(peer, call_id, exc)
+        try:
+            method, args, kwargs = body
+            fn, kind = self._lookup(method)
+            if kind == ASYNC:
+                result = await fn(*args, **kwargs)
+            elif kind == SYNC:
+                assert self.tasks is not None
+                result = await self.tasks.run_sync(partial(fn, *args, **kwargs))
             else:
-                if call_id is not None:
-                    self._send_result(Kind.REPLY, peer, call_id, result)
-            finally:
-                self._scopes.pop(key, None)
+                raise TypeError(f"{method}() is a generator: use stream() to iterate it")
+        except Exception as exc:
+            if call_id is None:
+                traceback.print_exc()
+            else:
+                self._send_error(peer, call_id, exc)
+        else:
+            if call_id is not None:
+                self._send_result(Kind.REPLY, peer, call_id, result)
 
     async def _run_stream(self, peer: int, call_id: int, body: Any) -> None:
         key = (peer, call_id)
-        state: list[Any] = [0, anyio.Event()]
-        with anyio.CancelScope() as scope:
-            self._scopes[key] = scope
-            self._credits[key] = state
-            gen: Any = None
-            try:
-                method, args, kwargs, credit = body
-                state[0] = int(credit)
-                fn, kind = self._lookup(method)
-                if kind not in (ASYNC_GEN, GEN):
-                    raise TypeError(f"{method}() is not a generator: use call()")
-                if kind == ASYNC_GEN:
-                    gen = fn(*args, **kwargs)
-                    next_item = gen.__anext__
-                    done_exc: type[BaseException] = StopAsyncIteration
-                else:
-                    gen = await anyio.to_thread.run_sync(
-                        partial(fn, *args, **kwargs), limiter=self._limiter
-                    )
-                    # StopIteration cannot cross a thread future: use a sentinel.
-                    sync_next = partial(next, gen, _DONE)
+        tasks = self.tasks
+        assert tasks is not None
+        state: list[Any] = [0, self.calls.new_event()]
+        self._credits[key] = state
+        gen: Any = None
+        try:
+            method, args, kwargs, credit = body
+            state[0] = int(credit)
+            fn, kind = self._lookup(method)
+            if kind not in (ASYNC_GEN, GEN):
+                raise TypeError(f"{method}() is not a generator: use call()")
+            if kind == ASYNC_GEN:
+                gen = fn(*args, **kwargs)
+                next_item = gen.__anext__
+            else:
+                gen = await tasks.run_sync(partial(fn, *args, **kwargs))
+                # StopIteration cannot cross a thread future: use a sentinel.
+                sync_next = partial(next, gen, _DONE)
 
-                    async def next_item() -> Any:
-                        item = await anyio.to_thread.run_sync(sync_next, limiter=self._limiter)
-                        if item is _DONE:
-                            raise StopAsyncIteration
-                        return item
+                async def next_item() -> Any:
+                    item = await tasks.run_sync(sync_next)
+                    if item is _DONE:
+                        raise StopAsyncIteration
+                    return item
 
-                    done_exc = StopAsyncIteration
-                while True:
-                    while state[0] <= 0:
-                        state[1] = anyio.Event()
-                        await state[1].wait()
-                    try:
-                        item = await next_item()
-                    except done_exc:
-                        break
-                    state[0] -= 1
-                    self._send(Kind.ITEM, call_id, peer, item)
-                self._send(Kind.END, call_id, peer, None)
-            except Exception as exc:
-                self._send_error(peer, call_id, exc)
-            finally:
-                self._scopes.pop(key, None)
-                self._credits.pop(key, None)
-                if gen is not None:
-                    await _close_generator(gen, self._limiter)
+            while True:
+                while state[0] <= 0:
+                    state[1] = self.calls.new_event()
+                    await state[1].wait()
+                try:
+                    item = await next_item()
+                except StopAsyncIteration:
+                    break
+                state[0] -= 1
+                self._send(Kind.ITEM, call_id, peer, item)
+            self._send(Kind.END, call_id, peer, None)
+        except Exception as exc:
+            self._send_error(peer, call_id, exc)
+        finally:
+            self._credits.pop(key, None)
+            if gen is not None:
+                await _close_generator(gen, tasks)
 
 
-async def _close_generator(gen: Any, limiter: anyio.CapacityLimiter) -> None:
+async def _close_generator(gen: Any, tasks: _AsyncioTasks | _AnyioTasks) -> None:
     with anyio.CancelScope(shield=True):
         try:
             if hasattr(gen, "aclose"):
                 await gen.aclose()
             else:
-                await anyio.to_thread.run_sync(gen.close, limiter=limiter)
+                await tasks.run_sync(gen.close)
         except Exception:
             traceback.print_exc()
 

@@ -11,14 +11,21 @@ safe: whoever touches the socket drains it. After every send we check
 ``ZMQ_EVENTS`` and, if a message is ready, dispatch everything pending right
 there. Dispatch is synchronous (it resolves futures and starts tasks), so a
 send never blocks on a handler, and a re-entrant drain is skipped.
+
+On asyncio the descriptor is watched with ``loop.add_reader`` and drained from
+the selector's callback: no task wakes up per message, which is most of what a
+small call costs on the host.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import anyio
 import zmq
+
+from ._calls import on_asyncio
 
 __all__ = ["Pump"]
 
@@ -32,9 +39,16 @@ class Pump:
     called from any task of the same event loop thread.
     """
 
-    def __init__(self, sock: zmq.Socket[bytes], on_message: Callable[[Frames], None]) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        on_message: Callable[[Frames], None],
+        *,
+        multipart: bool = True,
+    ) -> None:
         self.sock = sock
         self._on_message = on_message
+        self._multipart = multipart
         self._fd: int = sock.getsockopt(zmq.FD)
         self._draining = False
         self.closed = False
@@ -53,17 +67,29 @@ class Pump:
         self._draining = True
         try:
             sock = self.sock
+            on_message = self._on_message
             while not self.closed:
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    if self._multipart:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    else:
+                        frames = [sock.recv(zmq.NOBLOCK)]
                 except zmq.Again:
                     return
-                self._on_message(frames)
+                on_message(frames)
         finally:
             self._draining = False
 
     async def run(self) -> None:
         """Wait for and dispatch messages until cancelled or closed."""
+        if on_asyncio():
+            loop = asyncio.get_running_loop()
+            loop.add_reader(self._fd, self.drain)
+            try:
+                self.drain()
+                await anyio.sleep_forever()
+            finally:
+                loop.remove_reader(self._fd)
         while not self.closed:
             self.drain()
             if self.closed:

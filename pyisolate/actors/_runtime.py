@@ -29,6 +29,7 @@ import msgpack
 import zmq
 
 from .._wire import (
+    HEADER_SIZE,
     PROTOCOL_VERSION,
     Codec,
     DecodeContext,
@@ -400,17 +401,15 @@ class Runtime:
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
         data = self._codec.encode(body, ectx)
-        self._emit(record, [record.routing, encode_header(kind, call_id, HOST, len(ectx.fds)),
-                            data])
+        self._emit(record, [record.routing,
+                            encode_header(kind, call_id, HOST, len(ectx.fds)) + data])
 
     def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
                   body: bytes | None = None) -> None:
         if record.routing is None:
             return
-        frames = [record.routing, encode_header(kind, call_id, peer)]
-        if body is not None:
-            frames.append(body)
-        self._emit(record, frames)
+        header = encode_header(kind, call_id, peer)
+        self._emit(record, [record.routing, header + body if body is not None else header])
 
     def _emit(self, record: _Record, frames: list[bytes]) -> None:
         try:
@@ -454,30 +453,30 @@ class Runtime:
             self._handshake(routing, frames)
             return
         try:
-            if len(frames) not in (2, 3):
+            if len(frames) != 2:
                 raise ProtocolError(f"message of {len(frames) - 1} frames")
-            header = decode_header(frames[1])
-            body_frame = frames[2] if len(frames) == 3 else None
+            frame = frames[1]
+            header = decode_header(frame)
             if header.peer != HOST:
-                self._forward(record, header.kind, header.call_id, header.peer, body_frame)
+                self._forward(record, header.kind, header.call_id, header.peer, frame)
                 return
             body = None
-            if body_frame is not None:
+            if len(frame) > HEADER_SIZE:
                 dctx = DecodeContext(peer=record.id, session=self.transport, endpoint=self)
-                body = self._codec.decode(body_frame, dctx)
+                body = self._codec.decode(memoryview(frame)[HEADER_SIZE:], dctx)
             self._handle(record, header.kind, header.call_id, body)
         except ProtocolError as exc:
             self._cut_off(record, exc)
 
     def _handshake(self, routing: bytes, frames: list[bytes]) -> None:
         try:
-            if len(frames) != 3 or len(frames[2]) > 512:
+            if len(frames) != 2 or len(frames[1]) > 512:
                 raise ProtocolError("expected a HELLO")
             header = decode_header(frames[1])
             if header.kind is not Kind.HELLO:
                 raise ProtocolError(f"expected HELLO, got {header.kind.name}")
             version, actor_id, token = msgpack.unpackb(
-                frames[2], max_bin_len=256, max_str_len=256, max_array_len=3, max_map_len=0
+                frames[1][HEADER_SIZE:], max_bin_len=256, max_str_len=256, max_array_len=3, max_map_len=0
             )
             if type(actor_id) is not int or not isinstance(token, bytes):
                 raise ProtocolError("malformed HELLO")
@@ -507,7 +506,7 @@ class Runtime:
     def _refuse(self, routing: bytes, reason: str) -> None:
         log.warning("pyisolate: refused a connection: %s", reason)
         try:
-            self._pump.send([routing, encode_header(Kind.REFUSED), msgpack.packb(reason)])
+            self._pump.send([routing, encode_header(Kind.REFUSED) + msgpack.packb(reason)])
         except zmq.ZMQError:
             pass
 
@@ -537,7 +536,7 @@ class Runtime:
             raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
 
     def _forward(self, src: _Record, kind: Kind, call_id: int, peer: int,
-                 body: bytes | None) -> None:
+                 frame: bytes) -> None:
         if kind not in _FORWARDABLE:
             raise ProtocolError(f"{kind.name} cannot be sent to another actor")
         dst = self._records.get(peer)
@@ -551,11 +550,10 @@ class Runtime:
             dst.inbound.add((src.id, call_id))
         elif kind in _FINAL:
             src.inbound.discard((dst.id, call_id))
-        frames = [dst.routing, encode_header(kind, call_id, src.id)]
-        if body is not None:
-            frames.append(body)
+        # Re-stamp the header with the true source; the body travels unread.
+        restamped = encode_header(kind, call_id, src.id) + frame[HEADER_SIZE:]
         try:
-            self._emit(dst, frames)
+            self._emit(dst, [dst.routing, restamped])
         except ActorDiedError as exc:
             if kind in (Kind.CALL, Kind.STREAM):
                 dst.inbound.discard((src.id, call_id))

@@ -1,0 +1,109 @@
+"""``build_launch``: the one call the runtime makes to start an actor process.
+
+It decides, from the mode and what detection found, whether the actor runs
+fully sandboxed, degraded, or unsandboxed, and returns a :class:`LaunchPlan`.
+REQUIRED never silently degrades; AUTO degrades and says so with a
+:class:`SandboxWarning` naming the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping
+
+from ..errors import SandboxUnavailableError
+from ._detect import Detection, detect
+from ._plan import LaunchPlan, sandboxed_plan, unsandboxed_plan
+from ._policy import SandboxMode, SandboxPolicy
+
+__all__ = ["SandboxWarning", "build_launch", "wants_gpu"]
+
+
+class SandboxWarning(UserWarning):
+    """AUTO ran an actor with less isolation than full (degraded or none)."""
+
+
+def wants_gpu(policy: SandboxPolicy, env: Mapping[str, str], *, cuda_transport: bool) -> bool:
+    """GPU passthrough is on when asked for or when the CUDA transport is in use."""
+    return policy.gpu or cuda_transport or env.get("PYISOLATE_ENABLE_CUDA_IPC") == "1"
+
+
+def _fix_text(det: Detection) -> str:
+    lines = [f"{det.model}: {det.model.summary}."]
+    if det.detail:
+        lines.append(f"bwrap said: {det.detail}")
+    if det.model.remediation:
+        lines.append("To fix:\n" + det.model.remediation)
+    return "\n".join(lines)
+
+
+def build_launch(
+    policy: SandboxPolicy,
+    mode: SandboxMode,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    ro_binds: list[str],
+    rw_binds: list[str],
+    socket_paths: list[str],
+    pass_fds: list[int],
+    cuda_transport: bool = False,
+    detection: Detection | None = None,
+) -> LaunchPlan:
+    """Plan the start of one actor process.
+
+    ``argv``: the actor command (``[sys.executable, "-c", ...]``).
+    ``env``: the runtime's own variables for the actor; they always arrive.
+    ``ro_binds``: what the actor's code needs (sys.path entries, the main
+    script's directory); the interpreter's own prefix and site-packages are
+    added here. ``rw_binds``: writable host paths. ``socket_paths``: ipc socket
+    files to reach, bound at the same path (make them 0666 when the host is
+    root: the actor runs as ``policy.uid``). ``pass_fds``: fds the actor
+    inherits. ``detection`` overrides the cached probe (tests).
+
+    Raises :class:`~pyisolate.errors.SandboxUnavailableError` for REQUIRED
+    where full isolation is impossible. The caller must ``plan.close()`` (or
+    use ``plan.popen``) once the child has started; a plan launches once.
+    """
+    if mode is SandboxMode.DISABLED:
+        return unsandboxed_plan(argv, env=env, pass_fds=pass_fds, reason="SandboxMode.DISABLED")
+    if not sys.platform.startswith("linux") and detection is None:
+        if mode is SandboxMode.REQUIRED:
+            raise SandboxUnavailableError(
+                f"SandboxMode.REQUIRED: no sandbox on {sys.platform} (Linux namespaces needed)"
+            )
+        return unsandboxed_plan(
+            argv, env=env, pass_fds=pass_fds, reason=f"no namespace support on {sys.platform}"
+        )
+    det = detection or detect()
+    if det.level != "full" and mode is SandboxMode.REQUIRED:
+        raise SandboxUnavailableError(
+            "SandboxMode.REQUIRED but full isolation is not possible.\n" + _fix_text(det)
+        )
+    if det.level == "none" or det.bwrap is None:
+        warnings.warn(
+            SandboxWarning("Actors run WITHOUT a sandbox.\n" + _fix_text(det)), stacklevel=2
+        )
+        return unsandboxed_plan(argv, env=env, pass_fds=pass_fds, reason=det.model.summary)
+    if det.level == "degraded":
+        warnings.warn(
+            SandboxWarning(
+                "Running in degraded sandbox mode (filesystem isolation, no user namespace).\n"
+                + _fix_text(det)
+            ),
+            stacklevel=2,
+        )
+    return sandboxed_plan(
+        policy,
+        argv,
+        bwrap=det.bwrap,
+        isolation=det.level,
+        as_root=det.as_root,
+        env=env,
+        ro_binds=ro_binds,
+        rw_binds=rw_binds,
+        socket_paths=socket_paths,
+        pass_fds=pass_fds,
+        gpu=wants_gpu(policy, env, cuda_transport=cuda_transport),
+    )
