@@ -178,6 +178,14 @@ class Streamer(pyisolate.Actor):
             yield i
         self.finished += 1
 
+    async def slow(self, delay: float) -> Any:
+        try:
+            yield 0
+            await anyio.sleep(delay)
+            yield 1
+        finally:
+            self.closed += 1
+
     async def fail_after(self, n: int) -> Any:
         for i in range(n):
             yield i

@@ -312,7 +312,7 @@ class Runtime:
                     actor=record.name, exitcode=code,
                 )
             if was == "running":
-                log.warning("%s", record.death)
+                log.info("%s", record.death)
         record.ready.set()
         if record.routing is not None:
             self._by_routing.pop(record.routing, None)

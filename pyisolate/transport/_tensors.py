@@ -58,6 +58,11 @@ class OutOfBand:
 
 
 # -- per-message state ------------------------------------------------------------
+#
+# Contexts may outlive their message (a codec may keep the last one), so
+# nothing here may hold memory or fds through them: the encode state rides in
+# ``ctx.keepalive`` (cleared by the core once the message is sent) and the
+# decode state holds imported buffers weakly.
 
 
 @attrs.define
@@ -67,29 +72,35 @@ class _Sent:
 
 @attrs.define
 class _Received:
-    by_fd: dict[int, Imported] = attrs.Factory(dict)
+    fds: list[int]
+    by_fd: dict[int, tuple[weakref.ref[Any], Imported]] = attrs.Factory(dict)
 
 
-# Per-message state hangs off the (unhashable, weak-referenceable) context by id,
-# and goes when the context does.
-_states: dict[int, tuple[weakref.ref[Any], Any]] = {}
+_received: dict[int, tuple[weakref.ref[Any], _Received]] = {}
+_fallback_session: TransportSession | None = None
 
 
-def _state(ctx: Any, factory: Callable[[], T_state]) -> T_state:
-    key = id(ctx)
-    found = _states.get(key)
-    if found is not None and found[0]() is ctx:
-        return found[1]  # type: ignore[no-any-return]
-    state = factory()
-
-    def forget(_ref: Any) -> None:
-        _states.pop(key, None)
-
-    _states[key] = (weakref.ref(ctx, forget), state)
+def _sent_state(ctx: Any) -> _Sent:
+    keepalive = ctx.keepalive
+    if keepalive and type(keepalive[0]) is _Sent:
+        return keepalive[0]  # type: ignore[no-any-return]
+    state = _Sent()
+    keepalive.insert(0, state)
     return state
 
 
-_fallback_session: TransportSession | None = None
+def _received_state(ctx: Any) -> _Received:
+    key = id(ctx)
+    found = _received.get(key)
+    if found is not None and found[0]() is ctx and found[1].fds is ctx.fds:
+        return found[1]
+
+    def forget(_ref: Any) -> None:
+        _received.pop(key, None)
+
+    state = _Received(ctx.fds)
+    _received[key] = (weakref.ref(ctx, forget), state)
+    return state
 
 
 def _no_control(peer: int, body: Any) -> None:
@@ -120,7 +131,7 @@ def _send(
 ) -> dict[str, Any]:
     """Move ``region`` with ``transport``; returns the transfer record that the
     envelope carries. Zero-copy exports of one storage are made once per message."""
-    state = _state(ctx, _Sent)
+    state = _sent_state(ctx)
     key = (transport.name, dedupe) if dedupe is not None else None
     if key is not None and key in state.by_storage:
         return state.by_storage[key]
@@ -151,16 +162,21 @@ def _receive(ctx: Any, record: Any) -> Imported:
         raise ProtocolError(
             f"transfer names fds {first}..{first + count} but {len(ctx.fds)} arrived"
         )
-    state = _state(ctx, _Received)
-    if count and first in state.by_fd:
-        return state.by_fd[first]  # a second view of a storage already imported
+    state = _received_state(ctx)
+    if count and first in state.by_fd:  # a second view of a storage already imported
+        buffer_ref, shell = state.by_fd[first]
+        buffer = buffer_ref()
+        if buffer is not None:
+            return attrs.evolve(shell, buffer=buffer)
+        raise ProtocolError("a shared segment was dropped while its message was decoded")
     fds = ctx.fds[first : first + count]
     if any(fd < 0 for fd in fds):
         raise ProtocolError("a file descriptor was named by two transfers")
     ctx.fds[first : first + count] = [-1] * count
     imported = _session(ctx).import_(str(record.get("t")), record.get("h"), list(fds), ctx.peer)
-    if count:
-        state.by_fd[first] = imported
+    if count and imported.buffer is not None:
+        # weakly: the Imported itself (it holds the buffer) is rebuilt on a hit
+        state.by_fd[first] = (weakref.ref(imported.buffer), attrs.evolve(imported, buffer=None))
     return imported
 
 

@@ -1,0 +1,40 @@
+# pyisolate developer recipes. `just` lists them.
+# Uses the virtual environment that ./scripts/bootstrap makes, if present.
+
+python := if path_exists(".venv/bin/python") == "true" { ".venv/bin/python" } else { "python3" }
+
+# List the recipes
+default:
+    @just --list
+
+# Create .venv and install the project, dev tools, torch and bubblewrap
+install:
+    ./scripts/bootstrap
+
+# Spawn actors, call, stream, crash one, and print a summary
+demo:
+    {{python}} -m pyisolate demo
+
+# Show this machine's capabilities (sandbox, shared memory, CUDA IPC)
+doctor:
+    {{python}} -m pyisolate doctor
+
+# Run the test suite
+test *args:
+    {{python}} -m pytest {{args}}
+
+# Lint and check formatting
+lint:
+    {{python}} -m ruff check pyisolate tests examples benchmarks
+    {{python}} -m ruff format --check pyisolate tests examples benchmarks
+
+# Type-check the package (mypy --strict)
+typecheck:
+    {{python}} -m mypy
+
+# Run the benchmarks and print their tables
+bench *args:
+    {{python}} -m benchmarks {{args}}
+
+# Everything CI gates on
+check: lint typecheck test
