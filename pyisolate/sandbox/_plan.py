@@ -51,6 +51,17 @@ class LaunchPlan:
         while self.owned_fds:
             os.close(self.owned_fds.pop())
 
+    def actor_returncode(self, returncode: int) -> int:
+        """The actor's own exit status from the launched process's ``returncode``.
+
+        Under bwrap the host sees bwrap's status, which reports an actor killed
+        by signal N as ``128 + N``; this maps it back to ``-N`` as Popen would.
+        A sandboxed actor that itself exits with 129..159 reads as a signal.
+        """
+        if self.isolation != "none" and 128 < returncode < 128 + 32:
+            return -(returncode - 128)
+        return returncode
+
     def popen(self, **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start the process with ``subprocess.Popen`` and close the plan's fds.
 

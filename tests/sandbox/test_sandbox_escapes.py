@@ -430,3 +430,17 @@ def test_actor_dies_with_its_parent(mode: str) -> None:
         for k in kids:
             if _alive(k):
                 os.kill(k, signal.SIGKILL)
+
+
+def test_actor_exit_status_survives_bwrap() -> None:
+    from pyisolate.sandbox import SandboxMode, build_launch
+
+    for code, expected in (
+        ("import sys; sys.exit(3)", 3),
+        ("import os; os.kill(os.getpid(), 9)", -9),
+    ):
+        plan = build_launch(
+            SandboxPolicy(), SandboxMode.REQUIRED, [sys.executable, "-c", code],
+            env={}, ro_binds=[], rw_binds=[], socket_paths=[], pass_fds=[],
+        )  # fmt: skip
+        assert plan.actor_returncode(plan.popen().wait()) == expected
