@@ -26,7 +26,7 @@ class Greeter(Actor):
 
     async def greet(self, who: str) -> str:
         self.calls += 1
-        return f"{self.greeting}, {who}! (from pid {os.getpid()})"
+        return f"{self.greeting}, {who}!"
 
     def count_calls(self) -> int:
         return self.calls
@@ -51,8 +51,9 @@ async def _demo(out: list[str]) -> None:
         t0 = time.perf_counter()
         greeter = await rt.spawn(Greeter, "Hello", name="greeter")
         crasher = await rt.spawn(Crasher, name="crasher")
-        out.append(f"spawned 2 actors in {1e3 * (time.perf_counter() - t0):.0f} ms "
-                   f"(host pid {os.getpid()})")
+        out.append(f"spawned 2 actors in {1e3 * (time.perf_counter() - t0):.0f} ms: "
+                   f"host pid {os.getpid()}, greeter pid {rt.process_id(greeter)}, "
+                   f"sandbox: {rt.isolation(greeter)}")
         out.append(f"call:     {await greeter.greet('world')}")
         t0 = time.perf_counter()
         n = 1000

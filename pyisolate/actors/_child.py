@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -44,6 +45,7 @@ from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
 from ._calls import CallTable, on_asyncio
+from ._peercred import send_credentials
 from ._pump import Pump
 from ._ref import ActorRef
 
@@ -64,6 +66,7 @@ def current_server() -> ActorServer:
 def main() -> None:
     boot = read_bootstrap(0)
     _die_with_host()
+    channel = _open_channel(boot.get("channel_fd"))
     _install_log_forwarding(boot.get("log_level", logging.WARNING))
     sys.path[:] = list(boot["sys_path"])
     if boot.get("cwd"):
@@ -71,7 +74,7 @@ def main() -> None:
             os.chdir(boot["cwd"])
         except OSError:
             pass
-    server = ActorServer(boot)
+    server = ActorServer(boot, channel)
     code = 0
     try:
         anyio.run(server.serve, backend=boot.get("backend", "asyncio"))
@@ -83,6 +86,19 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _open_channel(fd: int | None) -> socket.socket | None:
+    """The side channel to the host: first our credentials (so the host learns
+    our real pid through any pid namespace), later tensor file descriptors."""
+    if fd is None:
+        return None
+    channel = socket.socket(fileno=fd)
+    try:
+        send_credentials(channel)
+    except OSError:
+        pass
+    return channel
 
 
 def _die_with_host() -> None:
@@ -151,6 +167,20 @@ def _import_main(path: str) -> None:
     sys.modules["__mp_main__"] = module
     namespace = runpy.run_path(path, run_name="__mp_main__")
     module.__dict__.update(namespace)
+
+
+def _check_reachable(endpoint: str) -> None:
+    """Fail fast, with the reason, if the host's socket cannot be reached: zmq
+    would otherwise wait silently and the host would only see a timeout."""
+    if not endpoint.startswith("ipc://"):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(endpoint[len("ipc://"):])
+    except OSError as exc:
+        raise SystemExit(f"pyisolate: cannot reach the host at {endpoint}: {exc}") from None
+    finally:
+        probe.close()
 
 
 class _AsyncioTasks:
@@ -224,10 +254,11 @@ class _AnyioTasks:
 class ActorServer:
     """Serves one actor on the loop thread of the actor process."""
 
-    def __init__(self, boot: dict[str, Any]) -> None:
+    def __init__(self, boot: dict[str, Any], channel: socket.socket | None = None) -> None:
         global _current
         _current = self
         self.boot = boot
+        self.channel = channel
         self.actor_id: int = boot["actor_id"]
         self.name: str = boot["name"]
         self.codec = Codec()
@@ -237,6 +268,7 @@ class ActorServer:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        _check_reachable(boot["endpoint"])
         sock.connect(boot["endpoint"])
         self.sock = sock
         self.pump = Pump(sock, self._on_message, multipart=False)

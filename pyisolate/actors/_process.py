@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -52,6 +52,7 @@ class ActorProcess:
         pass_fds: Sequence[int] = (),
         logger: logging.Logger,
         cwd: str | None = None,
+        returncode_map: Callable[[int], int] | None = None,
     ) -> None:
         self.logger = logger
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
@@ -66,6 +67,9 @@ class ActorProcess:
             start_new_session=True,  # a Ctrl-C in the host's terminal is the host's
         )
         self.pid = self.proc.pid
+        # The actor's own pid when it differs (sandboxed: bwrap is our child).
+        self.actor_pid: int | None = None
+        self._returncode_map = returncode_map
         assert self.proc.stdin is not None
         # The write end stays open: it is the child's lifeline (see _child).
         self._stdin = self.proc.stdin
@@ -75,10 +79,12 @@ class ActorProcess:
 
     def kill(self) -> None:
         if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in (self.actor_pid, self.pid):
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     async def watch(self) -> None:
         """Wait for the process to end and reap it; run as a task."""
@@ -89,11 +95,10 @@ class ActorProcess:
         try:
             if pidfd is not None:
                 await anyio.wait_readable(pidfd)
-                self.returncode = self.proc.wait()
+                code = self.proc.wait()
             else:
-                self.returncode = await anyio.to_thread.run_sync(
-                    self.proc.wait, abandon_on_cancel=True
-                )
+                code = await anyio.to_thread.run_sync(self.proc.wait, abandon_on_cancel=True)
+            self.returncode = self._returncode_map(code) if self._returncode_map else code
         finally:
             if self.returncode is None:  # cancelled: never leave a zombie behind
                 self.kill()

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ from ..errors import (
     ProtocolError,
 )
 from ._calls import CallTable
+from ..sandbox import SandboxMode, SandboxPolicy, build_launch
 from ._options import SpawnOptions, default_compute_threads
+from ._peercred import enable_credentials, read_credentials
 from ._process import ActorProcess, describe_exit, python_command
 from ._ref import ActorRef
-from ._rundir import RuntimeDir, sweep_stale
+from ._rundir import RuntimeDir, base_dir, sweep_stale
 
 __all__ = ["Runtime"]
 
@@ -84,6 +87,9 @@ class _Record:
     death: BaseException | None = None
     # (caller id, call id) of forwarded calls this actor has not answered yet.
     inbound: set[tuple[int, int]] = attrs.Factory(set)
+    # The host's end of the actor's side channel (credentials, tensor fds).
+    channel: socket.socket | None = None
+    isolation: str = "none"
 
     def closed_error(self) -> BaseException:
         if self.state in ("stopping", "stopped"):
@@ -111,11 +117,11 @@ class Runtime:
         self,
         *,
         options: SpawnOptions | None = None,
-        sandbox: Any = None,
+        sandbox: SandboxArg = SandboxMode.AUTO,
         limits: Limits | None = None,
     ) -> None:
         self.options = options or SpawnOptions()
-        self.sandbox = sandbox
+        self.sandbox = _sandbox_setting(sandbox)
         self._codec = Codec(limits=limits)
         self._ids = itertools.count(1)
         self._records: dict[int, _Record] = {}
@@ -124,6 +130,8 @@ class Runtime:
         self.transport: Any = None
         self._open = False
         self._closed = False
+        # Running supervisors (see _supervisor): stopped before the actors.
+        self._supervisors: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -183,6 +191,9 @@ class Runtime:
                 self._dir.close()
 
     async def _stop_all(self) -> None:
+        # Supervisors first: they would restart the children stopped below.
+        for supervisor in reversed(self._supervisors):
+            await supervisor.stop()
         records = [r for r in self._records.values() if r.state in ("starting", "running")]
         async with anyio.create_task_group() as tg:
             for record in reversed(records):
@@ -208,8 +219,9 @@ class Runtime:
         target: type | str,
         *args: Any,
         name: str | None = None,
-        sandbox: Any = None,
+        sandbox: SandboxArg | None = None,
         options: SpawnOptions | None = None,
+        _reuse_id: int | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor process running ``target(*args, **kwargs)``; return its
@@ -218,12 +230,18 @@ class Runtime:
         ``target`` is a class (defined at module level, the main script included)
         or a ``"module:Class"`` string. Start-up failures raise ActorStartError
         with the child's traceback.
+
+        ``sandbox``: a :class:`SandboxMode`, a :class:`SandboxPolicy` (run under
+        AUTO), or a ``(mode, policy)`` pair; default: the runtime's.
+        ``options``: a :class:`SpawnOptions`; every other keyword goes to the
+        actor's constructor.
         """
         if not self._open:
             raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
         opts = options or self.options
         spec, main_path = _target_spec(target)
-        actor_id = next(self._ids)
+        # A supervisor restarts a child under its old id: references follow it.
+        actor_id = next(self._ids) if _reuse_id is None else _reuse_id
         name = name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
         if any(r.name == name and r.state in ("starting", "running")
                for r in self._records.values()):
@@ -232,8 +250,15 @@ class Runtime:
         # sent raises TypeError here, before a process is started.
         ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
         init_body = self._codec.encode([list(args), kwargs], ectx)
+        mode, policy = _sandbox_setting(sandbox) if sandbox is not None else self.sandbox
         record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
         self._records[actor_id] = record
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        host_end.setblocking(False)
+        enable_credentials(host_end)
+        record.channel = host_end
+        sys_path = [os.path.abspath(p) if p else os.getcwd()
+                    for p in sys.path if isinstance(p, str)]
         boot = {
             "endpoint": self.endpoint,
             "actor_id": actor_id,
@@ -241,24 +266,51 @@ class Runtime:
             "name": name,
             "target": spec,
             "main_path": main_path,
-            "sys_path": [p for p in sys.path if isinstance(p, str)],
+            "sys_path": sys_path,
+            "channel_fd": child_end.fileno(),
             "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
             "sync_threads": opts.sync_threads,
             "backend": opts.backend,
             "cwd": opts.cwd or os.getcwd(),
         }
         argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
+        ro_binds = [p for p in sys_path if not _covers_runtime_base(p)] + [_PKG_ROOT]
+        if main_path:
+            ro_binds.append(os.path.dirname(main_path))
+        if opts.python:
+            ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
+        try:
+            plan = build_launch(
+                policy, mode, argv,
+                env=self._child_env(opts),
+                ro_binds=ro_binds,
+                rw_binds=[],
+                socket_paths=[self.socket_path],
+                pass_fds=[child_end.fileno()],
+            )
+        except BaseException:
+            record.state = "dead"
+            child_end.close()
+            self._close_channel(record)
+            raise
+        record.isolation = plan.isolation
         try:
             record.process = ActorProcess(
-                argv,
-                env=self._child_env(opts),
+                plan.argv,
+                env=plan.env,
                 bootstrap=boot,
+                pass_fds=plan.pass_fds,
                 logger=logging.getLogger(f"pyisolate.actor.{name}"),
                 cwd=opts.cwd,
+                returncode_map=plan.actor_returncode,
             )
         except OSError as exc:
             record.state = "dead"
+            self._close_channel(record)
             raise ActorStartError(f"could not start actor {name!r}: {exc}", actor=name) from exc
+        finally:
+            plan.close()
+            child_end.close()
         self._tg.start_soon(self._watch, record)
         self._tg.start_soon(record.process.pump_output, "stdout")
         self._tg.start_soon(record.process.pump_output, "stderr")
@@ -280,8 +332,9 @@ class Runtime:
         return record.ref
 
     def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        """The variables pyisolate sets for an actor; the sandbox adds the host
+        variables its policy allows (all of them when unsandboxed)."""
+        env = {"PYTHONUNBUFFERED": "1"}
         threads = str(opts.compute_threads or default_compute_threads())
         for var in _THREAD_VARS:
             env[var] = threads
@@ -317,6 +370,7 @@ class Runtime:
         if record.routing is not None:
             self._by_routing.pop(record.routing, None)
             record.routing = None
+        self._close_channel(record)
         self.calls.fail_peer(record.id, record.closed_error)
         # Calls that other actors made on this one, and calls this one made on
         # others: answer the first with the death, cancel the second.
@@ -364,6 +418,15 @@ class Runtime:
             record.process.kill()
             await record.process.exited.wait()
 
+    async def supervise(self, spec: Any) -> Any:
+        """Start a supervision tree from a :class:`Supervisor` spec; return its
+        handle once every child runs (see ``pyisolate.actors._supervisor``)."""
+        if not self._open:
+            raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
+        from ._supervisor import start_supervisor
+
+        return await start_supervisor(self, spec)
+
     def kill_actor(self, actor_id: int) -> None:
         record = self._records.get(actor_id)
         if record is not None and record.process is not None:
@@ -381,11 +444,22 @@ class Runtime:
         return [r.ref for r in self._records.values() if r.state == "running" and r.ref]
 
     def process_id(self, ref: ActorRef) -> int | None:
-        """The OS process id of the actor behind ``ref`` (None once it has exited)."""
+        """The OS process id of the actor behind ``ref``, as this host sees it
+        (the actor's own, not its sandbox launcher's); None once it has exited."""
         record = self._records.get(ref.id)
         if record is None or record.process is None or record.process.returncode is not None:
             return None
-        return record.process.pid
+        return record.process.actor_pid or record.process.pid
+
+    def isolation(self, ref: ActorRef) -> str:
+        """How the actor behind ``ref`` is sandboxed: "full", "degraded" or "none"."""
+        record = self._records.get(ref.id)
+        return record.isolation if record is not None else "none"
+
+    def _close_channel(self, record: _Record) -> None:
+        if record.channel is not None:
+            record.channel.close()
+            record.channel = None
 
     # -- sending -----------------------------------------------------------------
 
@@ -501,6 +575,9 @@ class Runtime:
             return
         record.routing = routing
         self._by_routing[routing] = record
+        if record.channel is not None and record.process is not None:
+            # Sent before the HELLO, so it is waiting on the side channel now.
+            record.process.actor_pid = read_credentials(record.channel)
         self._raw_send(record, Kind.CALL, 0, HOST, record.init_body)
 
     def _refuse(self, routing: bytes, reason: str) -> None:
@@ -594,6 +671,31 @@ class Runtime:
         self.calls.fail_peer(record.id, record.closed_error)
         if record.process is not None:
             record.process.kill()
+
+
+SandboxArg = SandboxMode | SandboxPolicy | tuple[SandboxMode, SandboxPolicy]
+
+
+def _covers_runtime_base(path: str) -> bool:
+    """True for sys.path entries (typically the working directory) that are the
+    temp directory or above it: binding those would show the sandbox every
+    host temp file, and hide the runtime's socket behind a 0700 directory."""
+    base = str(base_dir().resolve())
+    path = os.path.abspath(path)
+    return path == "/" or base == path or base.startswith(path.rstrip("/") + "/")
+
+
+def _sandbox_setting(value: SandboxArg) -> tuple[SandboxMode, SandboxPolicy]:
+    if isinstance(value, SandboxMode):
+        return value, SandboxPolicy()
+    if isinstance(value, SandboxPolicy):
+        return SandboxMode.AUTO, value
+    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], SandboxMode)
+            and isinstance(value[1], SandboxPolicy)):
+        return value[0], value[1]
+    raise TypeError(
+        f"sandbox must be a SandboxMode, a SandboxPolicy or a (mode, policy) pair, not {value!r}"
+    )
 
 
 def _start_error(name: str, body: Any) -> ActorStartError:

@@ -233,7 +233,7 @@ class CudaIpcTransport(Transport):
             for key in [k for k, r in self.opened.items() if r() is None]:
                 del self.opened[key]
         for peer, tokens in by_peer.items():
-            self._control.send_control(peer, {"op": "release", "tokens": tokens})
+            self._control.send_control(peer, {"t": self.name, "op": "release", "tokens": tokens})
 
     # -- both -------------------------------------------------------------------
 

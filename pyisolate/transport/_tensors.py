@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import msgpack
@@ -45,7 +44,6 @@ CODE_NDARRAY = 9
 CODE_OUT_OF_BAND = 10
 MAX_FDS_PER_MESSAGE = 253  # SCM_MAX_FD
 _MAX_DIMS = 64
-T_state = TypeVar("T_state")
 _FD_TRANSPORTS = ("shm", "file")
 
 
@@ -390,7 +388,14 @@ def _ndarray_writer(np: Any, arr: Any) -> Any:
 
 def _numpy_dtype(np: Any, descr: Any) -> Any:
     def as_tuples(d: Any) -> Any:
-        return [tuple(as_tuples(x) for x in f) for f in d] if isinstance(d, list) else d
+        # msgpack turned the descr's tuples into lists: [name, descr(, shape)] per field
+        if not isinstance(d, list):
+            return d
+        fields = []
+        for name, sub, *shape in d:
+            fields.append((tuple(name) if isinstance(name, list) else name, as_tuples(sub),
+                           *(tuple(x) for x in shape)))
+        return fields
 
     try:
         dtype = np.lib.format.descr_to_dtype(as_tuples(descr))

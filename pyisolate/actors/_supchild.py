@@ -1,0 +1,133 @@
+"""One child slot of a running supervisor, and what a supervisor reports.
+
+A slot outlives the incarnations of its child: it keeps the actor id (so
+every reference, those held by other actors included, reaches the next
+incarnation), the supervised reference, and a ``changed`` event that wakes
+callers waiting for the child to run again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from ..errors import ActorClosedError
+from ._supspec import ChildSpec, Restart, idempotent_methods
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from ._supervisor import SupervisorHandle
+    from ._supref import SupervisedRef
+
+__all__ = ["ChildCounts", "ChildInfo", "SupervisorStats"]
+
+# Slot states. "running": an incarnation is up (or died a moment ago and the
+# supervisor has not handled it yet); "restarting": down, to be started again;
+# "stopping": the supervisor is stopping it; "terminated": down and stays down
+# until restart_child; "deleted": gone from the supervisor.
+WAITING = frozenset({"new", "running", "restarting", "stopping"})
+
+
+@attrs.define
+class SupervisorStats:
+    """Counters of one supervisor since it started (read ``handle.stats``)."""
+
+    restarts: int = 0  # restart attempts, failed ones included
+    failures: int = 0  # abnormal exits of children
+    normal_exits: int = 0
+    start_failures: int = 0  # failed (re)starts of children
+    hangs: int = 0  # children killed for missing heartbeats
+    escalations: int = 0  # nested supervisors that gave up
+    give_ups: int = 0  # 1 once this supervisor exceeded its intensity
+    last_failure: BaseException | None = None
+
+
+@attrs.frozen
+class ChildInfo:
+    """One entry of ``which_children()``: ``ref`` is the child's reference (a
+    SupervisedRef, or a SupervisorHandle for a nested supervisor), ``None``
+    while it does not run."""
+
+    id: str
+    ref: Any
+    kind: str  # "worker" or "supervisor"
+    restart: Restart
+    status: str
+    restarts: int
+
+
+@attrs.frozen
+class ChildCounts:
+    """``count_children()``, as OTP counts: every spec, the running ones, and
+    specs by kind."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+@attrs.define(eq=False)
+class Slot:
+    spec: ChildSpec
+    runtime: Runtime
+    owner: SupervisorHandle
+    status: str = "new"
+    actor_id: int | None = None
+    incarnation: int = 0
+    restarts: int = 0
+    failed_starts: int = 0  # consecutive, for backoff
+    ref: SupervisedRef | None = None
+    nested: SupervisorHandle | None = None
+    changed: anyio.Event = attrs.Factory(anyio.Event)
+    idempotent: frozenset[str] = frozenset()
+
+    def __attrs_post_init__(self) -> None:
+        self.idempotent = self.spec.idempotent | idempotent_methods(self.spec.target)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        event, self.changed = self.changed, anyio.Event()
+        event.set()
+
+    def record(self) -> Any:
+        return None if self.actor_id is None else self.runtime._records.get(self.actor_id)
+
+    def is_up(self) -> bool:
+        if self.status != "running":
+            return False
+        if self.nested is not None:
+            return not self.nested.done
+        record = self.record()
+        return record is not None and record.state == "running"
+
+    def info(self) -> ChildInfo:
+        up = self.is_up()
+        ref = (self.nested if self.spec.is_supervisor else self.ref) if up else None
+        return ChildInfo(self.id, ref, "supervisor" if self.spec.is_supervisor else "worker",
+                         self.spec.restart, self.status, self.restarts)
+
+    async def wait_up(self, deadline: float) -> None:
+        """Return once an incarnation runs (see ``_supref.Slot``)."""
+        while not self.is_up():
+            if self.status not in WAITING or self.owner.done:
+                error = ActorClosedError(
+                    f"supervised actor {self.id!r} is {self.status}"
+                    + (" (its supervisor is down)" if self.owner.done else ""),
+                    actor=self.id)
+                record = self.record()
+                cause = self.owner.failure or (record.death if record is not None else None)
+                raise error from cause
+            # While the status says "running" the incarnation died a moment
+            # ago: the supervisor changes the status as soon as it sees the exit.
+            event = self.changed
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())
+                                  if deadline != math.inf else math.inf):
+                await event.wait()
