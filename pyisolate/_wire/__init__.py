@@ -8,7 +8,17 @@ users register). Decoding is bounded so that a hostile peer can only earn a
 """
 
 from ._codec import Codec, DecodeContext, EncodeContext, ExtRegistry, Limits, default_registry
-from ._envelope import HEADER_SIZE, HOST, PROTOCOL_VERSION, Header, Kind, decode_header, encode_header
+from ._envelope import (
+    HEADER_SIZE,
+    HOST,
+    PROTOCOL_VERSION,
+    Header,
+    Kind,
+    decode_header,
+    encode_batch,
+    encode_header,
+    split_batch,
+)
 from ._exceptions import exception_from_wire, exception_to_wire
 
 __all__ = [
@@ -24,7 +34,9 @@ __all__ = [
     "Limits",
     "decode_header",
     "default_registry",
+    "encode_batch",
     "encode_header",
     "exception_from_wire",
     "exception_to_wire",
+    "split_batch",
 ]

@@ -26,7 +26,17 @@ import struct
 
 from ..errors import ProtocolError
 
-__all__ = ["HEADER_SIZE", "HOST", "PROTOCOL_VERSION", "Header", "Kind", "decode_header", "encode_header"]
+__all__ = [
+    "HEADER_SIZE",
+    "HOST",
+    "PROTOCOL_VERSION",
+    "Header",
+    "Kind",
+    "decode_header",
+    "encode_batch",
+    "encode_header",
+    "split_batch",
+]
 
 #: Bumped on any incompatible change of envelope or codec.
 PROTOCOL_VERSION = 1
@@ -58,6 +68,7 @@ class Kind(enum.IntEnum):
     LOG = 15  # actor -> host: [levelno, logger name, message]
     REFUSED = 16  # host -> unauthenticated peer: handshake refused, body: reason
     TRANSPORT = 17  # transport control (e.g. CUDA IPC releases), body opaque to the core
+    BATCH = 18  # several envelopes in one frame: repeated [u32 length][envelope]
 
 
 class Header(NamedTuple):
@@ -70,6 +81,38 @@ class Header(NamedTuple):
 _HEADER = struct.Struct("!BQIB")
 HEADER_SIZE = _HEADER.size
 _KINDS = {int(k): k for k in Kind}
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def encode_batch(envelopes: list[bytes]) -> bytes:
+    """One frame carrying several envelopes for the same peer, in order."""
+    parts = [_HEADER.pack(Kind.BATCH, 0, HOST, 0)]
+    for envelope in envelopes:
+        parts.append(_LENGTH.pack(len(envelope)))
+        parts.append(envelope)
+    return b"".join(parts)
+
+
+def split_batch(frame: bytes) -> list[bytes]:
+    """The envelopes of a BATCH frame; a malformed one is a ProtocolError."""
+    out = []
+    view = memoryview(frame)
+    pos, end = HEADER_SIZE, len(frame)
+    while pos < end:
+        if pos + 4 > end:
+            raise ProtocolError("truncated batch")
+        (length,) = _LENGTH.unpack_from(view, pos)
+        pos += 4
+        if length < HEADER_SIZE or pos + length > end:
+            raise ProtocolError("malformed batch entry")
+        envelope = bytes(view[pos:pos + length])
+        if envelope[0] == Kind.BATCH:
+            raise ProtocolError("nested batch")
+        out.append(envelope)
+        pos += length
+    return out
 
 
 def encode_header(kind: Kind, call_id: int = 0, peer: int = HOST, nfds: int = 0) -> bytes:

@@ -80,13 +80,26 @@ class CallTable:
         self._send = send
         self._ids = iter(range(1, 2**62))
         self._pending: dict[int, _Pending | RemoteStream] = {}
-        self._loop_thread = threading.get_ident()
-        self._deferred_cancels: list[tuple[int, int]] = []
+        # Bound on first use from the event loop (the table may be built on
+        # another thread, e.g. by the blocking facade).
+        self._loop_thread: int | None = None
+        self._call_soon_threadsafe: Callable[[Callable[[], None]], None] | None = None
         self._new_event: Callable[[], Any] | None = None
+
+    def _bind_loop(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._new_event = _event_factory()
+        if on_asyncio():
+            self._call_soon_threadsafe = asyncio.get_running_loop().call_soon_threadsafe
+        else:
+            import trio
+
+            self._call_soon_threadsafe = trio.lowlevel.current_trio_token().run_sync_soon
 
     def new_event(self) -> Any:
         if self._new_event is None:
-            self._new_event = _event_factory()
+            self._bind_loop()
+        assert self._new_event is not None
         return self._new_event()
 
     # -- outgoing ---------------------------------------------------------------
@@ -155,20 +168,19 @@ class CallTable:
         return stream
 
     def _cancel_remote(self, call_id: int, peer: int) -> None:
-        if threading.get_ident() != self._loop_thread:
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             # Garbage collection may finalize a stream on another thread; the
-            # socket belongs to the loop thread, so send it from there later.
-            self._deferred_cancels.append((call_id, peer))
+            # socket belongs to the loop thread, so send from there.
+            if self._call_soon_threadsafe is not None:
+                try:
+                    self._call_soon_threadsafe(lambda: self._cancel_remote(call_id, peer))
+                except RuntimeError:
+                    pass  # the loop is closed: the peer is gone with it
             return
         try:
             self._send(Kind.CANCEL, call_id, peer, _NO_BODY)
         except Exception:
             pass  # the peer is gone: nothing left to cancel
-
-    def flush_deferred(self) -> None:
-        while self._deferred_cancels:
-            call_id, peer = self._deferred_cancels.pop()
-            self._cancel_remote(call_id, peer)
 
     # -- incoming ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from .._wire import (
     decode_header,
     encode_header,
     exception_to_wire,
+    split_batch,
 )
 from .._wire._envelope import HOST
 from ..errors import ProtocolError
@@ -53,6 +54,7 @@ __all__ = ["main"]
 
 LOG_PREFIX = "\x1bpyisolate-log "
 _DONE = object()
+_BATCH = bytes([Kind.BATCH])
 _current: ActorServer | None = None
 
 
@@ -302,11 +304,11 @@ class ActorServer:
 
     def _send(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
         if body is None:
-            self.pump.send([encode_header(kind, call_id, peer)])
+            self.pump.send(encode_header(kind, call_id, peer))
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
         data = self.codec.encode(body, ectx)
-        self.pump.send([encode_header(kind, call_id, peer, len(ectx.fds)) + data])
+        self.pump.send(encode_header(kind, call_id, peer, len(ectx.fds)) + data)
 
     def _send_error(self, peer: int, call_id: int, exc: BaseException) -> None:
         try:
@@ -349,11 +351,13 @@ class ActorServer:
                         await result
             except Exception as exc:
                 self._send(Kind.START_FAILED, 0, HOST, exception_to_wire(exc))
+                self.pump.flush()
                 self.pump.closed = True
                 tg.cancel_scope.cancel()
                 return
             self._send(Kind.READY, 0, HOST, self.methods)
             await self._stop_event.wait()
+            self.pump.flush()
             self.pump.closed = True
             tg.cancel_scope.cancel()
 
@@ -382,6 +386,18 @@ class ActorServer:
 
     def _on_message(self, frames: list[bytes]) -> None:
         frame = frames[0]
+        if frame[:1] == _BATCH:
+            try:
+                envelopes = split_batch(frame)
+            except ProtocolError as exc:
+                print(f"pyisolate: dropped a malformed batch: {exc}", file=sys.stderr)
+                return
+            for envelope in envelopes:
+                self._on_envelope(envelope)
+            return
+        self._on_envelope(frame)
+
+    def _on_envelope(self, frame: bytes) -> None:
         try:
             header = decode_header(frame)
         except ProtocolError as exc:

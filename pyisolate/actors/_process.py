@@ -29,6 +29,14 @@ __all__ = ["ActorProcess", "describe_exit"]
 _TAIL_LINES = 60
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -78,13 +86,29 @@ class ActorProcess:
         self.returncode: int | None = None
 
     def kill(self) -> None:
+        """SIGKILL the actor.
+
+        Under bubblewrap we kill the actor (or the sandbox's init), never the
+        launcher itself: the launcher then exits and we reap it, and the init
+        reaps everything inside. Killing the launcher first would orphan the
+        init to the host's pid 1, which in a container may never reap it.
+        """
+        if self.returncode is not None:
+            return
+        targets = [self.actor_pid] if self.actor_pid else _children(self.pid) or [self.pid]
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def kill_launcher(self) -> None:
+        """Last resort when :meth:`kill` did not end the process tree."""
         if self.returncode is None:
-            for pid in (self.actor_pid, self.pid):
-                if pid is not None:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     async def watch(self) -> None:
         """Wait for the process to end and reap it; run as a task."""

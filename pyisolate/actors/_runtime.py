@@ -40,6 +40,7 @@ from .._wire import (
     decode_header,
     encode_header,
     exception_to_wire,
+    split_batch,
 )
 from .._wire._envelope import HOST
 from ..errors import (
@@ -67,6 +68,8 @@ _FORWARDABLE = frozenset({Kind.CALL, Kind.CAST, Kind.STREAM, Kind.REPLY, Kind.ER
                           Kind.END, Kind.CREDIT, Kind.CANCEL, Kind.TRANSPORT})
 _FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
 _DISCONNECT_GRACE = 1.0
+_KILL_GRACE = 2.0
+_BATCH = bytes([Kind.BATCH])
 
 
 @attrs.define(eq=False)
@@ -157,7 +160,7 @@ class Runtime:
         self._router = router
         from ._pump import Pump
 
-        self._pump = Pump(router, self._on_message)
+        self._pump = Pump(router, self._on_message, on_send_error=self._on_send_error)
         # Disconnects (a crash, or zmq dropping an oversized message) arrive on
         # a monitor socket without the peer's identity: probe who is gone.
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -222,6 +225,7 @@ class Runtime:
         sandbox: SandboxArg | None = None,
         options: SpawnOptions | None = None,
         _reuse_id: int | None = None,
+        _template: bool = False,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor process running ``target(*args, **kwargs)``; return its
@@ -279,6 +283,14 @@ class Runtime:
             ro_binds.append(os.path.dirname(main_path))
         if opts.python:
             ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
+        if _template or getattr(opts, "template", False):
+            # Fork from a warm template (see _template); None: it went cold.
+            from ._template import spawn_forked
+
+            forked = await spawn_forked(self, record, boot, mode, policy, opts, ro_binds,
+                                        child_end, _PKG_ROOT)
+            if forked is not None:
+                return forked  # type: ignore[no-any-return]
         try:
             plan = build_launch(
                 policy, mode, argv,
@@ -416,7 +428,11 @@ class Runtime:
         if not record.process.exited.is_set():
             log.warning("actor %r did not stop within %s s: killing it", record.name, grace)
             record.process.kill()
-            await record.process.exited.wait()
+            with anyio.move_on_after(_KILL_GRACE):
+                await record.process.exited.wait()
+            if not record.process.exited.is_set():
+                record.process.kill_launcher()
+                await record.process.exited.wait()
 
     async def supervise(self, spec: Any) -> Any:
         """Start a supervision tree from a :class:`Supervisor` spec; return its
@@ -475,19 +491,18 @@ class Runtime:
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
         data = self._codec.encode(body, ectx)
-        self._emit(record, [record.routing,
-                            encode_header(kind, call_id, HOST, len(ectx.fds)) + data])
+        self._emit(record, encode_header(kind, call_id, HOST, len(ectx.fds)) + data)
 
     def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
                   body: bytes | None = None) -> None:
         if record.routing is None:
             return
         header = encode_header(kind, call_id, peer)
-        self._emit(record, [record.routing, header + body if body is not None else header])
+        self._emit(record, header + body if body is not None else header)
 
-    def _emit(self, record: _Record, frames: list[bytes]) -> None:
+    def _emit(self, record: _Record, payload: bytes) -> None:
         try:
-            self._pump.send(frames)
+            self._pump.send(payload, record.routing)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer's connection is gone
             raise ActorDiedError(
                 f"actor {record.name!r} is unreachable: {exc}", actor=record.name
@@ -520,6 +535,11 @@ class Runtime:
             except ActorDiedError:
                 self._on_disconnect(record)
 
+    def _on_send_error(self, routing: bytes | None, error: zmq.ZMQError) -> None:
+        record = self._by_routing.get(routing) if routing is not None else None
+        if record is not None:
+            self._on_disconnect(record)
+
     def _route(self, frames: list[bytes]) -> None:
         routing = frames[0]
         record = self._by_routing.get(routing)
@@ -530,6 +550,19 @@ class Runtime:
             if len(frames) != 2:
                 raise ProtocolError(f"message of {len(frames) - 1} frames")
             frame = frames[1]
+            if frame[:1] == _BATCH:
+                for envelope in split_batch(frame):
+                    self._route_one(record, envelope)
+                    if record.state == "dead":
+                        return
+                return
+        except ProtocolError as exc:
+            self._cut_off(record, exc)
+            return
+        self._route_one(record, frame)
+
+    def _route_one(self, record: _Record, frame: bytes) -> None:
+        try:
             header = decode_header(frame)
             if header.peer != HOST:
                 self._forward(record, header.kind, header.call_id, header.peer, frame)
@@ -583,7 +616,7 @@ class Runtime:
     def _refuse(self, routing: bytes, reason: str) -> None:
         log.warning("pyisolate: refused a connection: %s", reason)
         try:
-            self._pump.send([routing, encode_header(Kind.REFUSED) + msgpack.packb(reason)])
+            self._pump.send(encode_header(Kind.REFUSED) + msgpack.packb(reason), routing)
         except zmq.ZMQError:
             pass
 
@@ -630,7 +663,7 @@ class Runtime:
         # Re-stamp the header with the true source; the body travels unread.
         restamped = encode_header(kind, call_id, src.id) + frame[HEADER_SIZE:]
         try:
-            self._emit(dst, [dst.routing, restamped])
+            self._emit(dst, restamped)
         except ActorDiedError as exc:
             if kind in (Kind.CALL, Kind.STREAM):
                 dst.inbound.discard((src.id, call_id))

@@ -35,7 +35,7 @@ WAITING = frozenset({"new", "running", "restarting", "stopping"})
 class SupervisorStats:
     """Counters of one supervisor since it started (read ``handle.stats``)."""
 
-    restarts: int = 0  # restart attempts, failed ones included
+    restarts: int = 0  # restarts (one per failure handled, one per retry), as intensity counts
     failures: int = 0  # abnormal exits of children
     normal_exits: int = 0
     start_failures: int = 0  # failed (re)starts of children
@@ -84,6 +84,8 @@ class Slot:
     nested: SupervisorHandle | None = None
     changed: anyio.Event = attrs.Factory(anyio.Event)
     idempotent: frozenset[str] = frozenset()
+    # The same child in the next incarnation of a restarted nested supervisor.
+    successor: Slot | None = None
 
     def __attrs_post_init__(self) -> None:
         self.idempotent = self.spec.idempotent | idempotent_methods(self.spec.target)
@@ -117,17 +119,25 @@ class Slot:
     async def wait_up(self, deadline: float) -> None:
         """Return once an incarnation runs (see ``_supref.Slot``)."""
         while not self.is_up():
-            if self.status not in WAITING or self.owner.done:
+            if self.successor is not None:
+                await self.successor.wait_up(deadline)
+                return
+            owner = self.owner
+            if self.status in WAITING and not owner.done:
+                # While the status says "running" the incarnation died a moment
+                # ago: the supervisor changes the status once it sees the exit.
+                event = self.changed
+            elif owner.failure is not None and not owner.settled.is_set():
+                # Our supervisor gave up; its parent may start a new one.
+                event = owner.settled
+            else:
                 error = ActorClosedError(
                     f"supervised actor {self.id!r} is {self.status}"
-                    + (" (its supervisor is down)" if self.owner.done else ""),
+                    + (" (its supervisor is down)" if owner.done else ""),
                     actor=self.id)
                 record = self.record()
-                cause = self.owner.failure or (record.death if record is not None else None)
+                cause = owner.failure or (record.death if record is not None else None)
                 raise error from cause
-            # While the status says "running" the incarnation died a moment
-            # ago: the supervisor changes the status as soon as it sees the exit.
-            event = self.changed
             with anyio.fail_after(max(0.0, deadline - anyio.current_time())
                                   if deadline != math.inf else math.inf):
                 await event.wait()

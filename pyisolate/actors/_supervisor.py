@@ -66,8 +66,11 @@ class SupervisorHandle:
     """
 
     def __init__(self, rt: Runtime, spec: Supervisor, *, parent: SupervisorHandle | None,
-                 prefix: str) -> None:
+                 prefix: str, previous: SupervisorHandle | None = None) -> None:
         self.runtime = rt
+        # The incarnation this one replaces (a restarted nested supervisor):
+        # its children's actor ids and references carry over.
+        self._previous = previous
         self.spec = spec
         self.parent = parent
         self.prefix = prefix
@@ -78,6 +81,11 @@ class SupervisorHandle:
         self._lock = anyio.Lock()
         self._restarts: collections.deque[float] = collections.deque()
         self._done = anyio.Event()
+        # Set once this supervisor, having failed, will not be replaced by a
+        # restart (or has been): callers waiting on its children stop waiting.
+        self.settled = anyio.Event()
+        if parent is None:
+            self.settled.set()
         self._down = False
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -188,7 +196,7 @@ class SupervisorHandle:
         self._tg = await self.runtime._tg.start(self._host)
         try:
             for spec in self.spec.children:
-                slot = Slot(spec, self.runtime, self)
+                slot = self._inherit(Slot(spec, self.runtime, self))
                 try:
                     await self._launch(slot)
                 except Exception as exc:
@@ -216,15 +224,21 @@ class SupervisorHandle:
         spec = slot.spec
         if isinstance(spec.target, Supervisor):
             nested = SupervisorHandle(self.runtime, spec.target, parent=self,
-                                      prefix=f"{self.prefix}{spec.id}/")
-            await nested._start()
+                                      prefix=f"{self.prefix}{spec.id}/", previous=slot.nested)
+            try:
+                await nested._start()
+            finally:
+                if slot.nested is not None and nested.done is False:
+                    slot.nested.settled.set()
             slot.nested = nested
             slot.incarnation += 1
             self._tg.start_soon(self._watch_nested, slot, slot.incarnation, nested)
         else:
             rt = self.runtime
             ref = await rt.spawn(spec.target, *spec.args, name=f"{self.prefix}{spec.id}",
-                                 options=spec.options, _reuse_id=slot.actor_id, **spec.kwargs)
+                                 options=spec.options, sandbox=spec.sandbox,
+                                 _reuse_id=slot.actor_id, _template=spec.template,
+                                 **spec.kwargs)
             if slot.ref is None:
                 slot.ref = SupervisedRef(rt, ref.id, ref.name, ref.methods,
                                          ref.default_timeout, slot)
@@ -293,6 +307,8 @@ class SupervisorHandle:
             restart = slot.spec.restart is Restart.PERMANENT or (
                 slot.spec.restart is Restart.TRANSIENT and not normal)
             if not restart:
+                if slot.nested is not None:
+                    slot.nested.settled.set()
                 slot.set_status("terminated")
                 if slot.spec.restart is Restart.TEMPORARY:
                     self._delete(slot)
@@ -313,6 +329,7 @@ class SupervisorHandle:
         if not self._allow_restart():
             await self._give_up(slot, cause)
             return
+        self.stats.restarts += 1
         strategy = self.spec.strategy
         if strategy is Strategy.ONE_FOR_ONE:
             group = [slot]
@@ -339,7 +356,6 @@ class SupervisorHandle:
         for i, s in enumerate(todo):
             if s.status != "restarting":
                 continue
-            self.stats.restarts += 1
             s.restarts += 1
             log.warning("supervisor %r: restarting child %r (restart %d; cause: %s)",
                         self.name, s.id, s.restarts, cause)
@@ -366,6 +382,7 @@ class SupervisorHandle:
             if not self._allow_restart():
                 await self._give_up(todo[0], cause)
                 return
+            self.stats.restarts += 1
             await self._start_in_order(todo, cause)
 
     async def _give_up(self, slot: Slot, cause: BaseException | None) -> None:
@@ -376,9 +393,9 @@ class SupervisorHandle:
             f"within {self.spec.period} s; the last failure (child {slot.id!r}): {cause}")
         error.__cause__ = cause
         log.error("%s", error)
+        self.failure = error
         with anyio.CancelScope(shield=True):
             await self._stop_children()
-        self.failure = error
         self._finish()
 
     # -- stopping -----------------------------------------------------------------
@@ -395,10 +412,9 @@ class SupervisorHandle:
         slot.set_status("stopping")
         shutdown = slot.spec.shutdown
         if slot.nested is not None:
-            nested = slot.nested
-            with anyio.move_on_after(math.inf if shutdown in (None, BRUTAL_KILL)
-                                     else float(shutdown)):  # type: ignore[arg-type]
-                await nested.stop()
+            # A nested supervisor stops its own children by their own
+            # shutdown specs; cutting that short would orphan them.
+            await slot.nested.stop()
         else:
             record = slot.record()
             if record is not None and record.process is not None:
@@ -419,10 +435,25 @@ class SupervisorHandle:
 
     def _finish(self) -> None:
         for slot in self._slots:
+            if slot.nested is not None:
+                slot.nested.settled.set()
             slot.set_status(slot.status)
         self._done.set()
 
     # -- helpers --------------------------------------------------------------------
+
+    def _inherit(self, slot: Slot) -> Slot:
+        """Take over the id and reference of the same child of the previous
+        incarnation of this supervisor, so that its references stay valid."""
+        old = None
+        if self._previous is not None:
+            old = next((s for s in self._previous._slots if s.id == slot.id), None)
+        if old is not None and old.spec.is_supervisor == slot.spec.is_supervisor:
+            slot.actor_id, slot.ref, slot.nested = old.actor_id, old.ref, old.nested
+            if slot.ref is not None:
+                slot.ref._slot = slot
+            old.successor = slot
+        return slot
 
     def _slot(self, child_id: str) -> Slot:
         for slot in self._slots:

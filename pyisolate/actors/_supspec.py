@@ -142,8 +142,11 @@ class ChildSpec:
 
     ``id`` names the child within its supervisor. ``shutdown`` defaults to 5 s
     for actors and to no limit for nested supervisors. ``heartbeat`` overrides
-    the supervisor's. ``idempotent`` names methods that may be retried after a
-    crash, in addition to those marked with :func:`idempotent`.
+    the supervisor's. ``options`` and ``sandbox`` go to ``Runtime.spawn``
+    (default: the runtime's). ``idempotent`` names methods that may be retried after a
+    crash, in addition to those marked with :func:`idempotent`. ``template``
+    forks the actor from a warm template process (see ``_template``): a
+    restart then costs a fork and the constructor, not a Python start-up.
     """
 
     id: str
@@ -157,9 +160,11 @@ class ChildSpec:
         validator=_check_shutdown,
     )
     options: SpawnOptions | None = None
+    sandbox: Any = None
     heartbeat: Heartbeat | None = None
     backoff: Backoff | None = None
     idempotent: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    template: bool = True
 
     @property
     def is_supervisor(self) -> bool:

@@ -1,0 +1,205 @@
+"""The warm template process: actors are forked from it instead of started cold.
+
+A cold actor pays for an interpreter start, pyisolate's imports and the
+actor's own imports (torch: a second or more). The template pays them once;
+each actor then costs a ``fork()`` and its constructor. The host starts the
+template with the same sandbox plan an actor would get, so a forked actor
+lives inside the same policy.
+
+Fork safety, and why this process is shaped as it is:
+
+* single-threaded (a selector loop, no helper threads), so no lock can be held
+  by a thread that the child will not have;
+* no ZeroMQ context, no event loop and no CUDA context are ever created here
+  (each forked actor makes its own); the template refuses to fork, and says
+  so, if some preloaded module initialised CUDA;
+* the template is the actors' parent: it reaps them (SIGCHLD) and reports each
+  exit status to the host, because ``waitpid`` works only for one's own
+  children. The actors die with it (parent-death signal, set by the actor's
+  normal start-up), and it dies with the host (its stdin lifeline).
+
+Protocol on the control socket (SOCK_SEQPACKET, msgpack maps): the host sends
+``fork`` (with stdin, stdout, stderr and side-channel fds attached), ``kill``
+and ``preload``; the template answers ``forked`` / ``error`` and reports
+``exit``.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import importlib
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+
+from ._bootstrap import read_bootstrap
+
+__all__ = ["template_main"]
+
+MAX_MESSAGE = 65536
+MAX_FDS = 4
+BASE_MODULES = ("pyisolate.actors._child", "anyio._backends._asyncio")
+
+
+def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """One control message and the fds attached to it; (None, []) at EOF."""
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return msgpack.unpackb(data), list(fds)
+
+
+def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
+    sock.sendmsg([msgpack.packb(message)],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+
+
+def _preload(modules: list[str]) -> list[str]:
+    """Import ``modules``; return error texts for those that failed."""
+    errors = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # a broken module fails its actors, not us
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    return errors
+
+
+def _cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+def template_main() -> None:
+    config = read_bootstrap(0)
+    sys.path[:] = list(config["sys_path"])
+    with contextlib.suppress(OSError):
+        os.chdir(config.get("cwd") or "/")
+    ctl = socket.socket(fileno=int(config["control_fd"]))
+    errors = _preload(list(BASE_MODULES) + list(config.get("preload", ())))
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(ctl, selectors.EVENT_READ, "ctl")
+    sel.register(0, selectors.EVENT_READ, "lifeline")
+    sel.register(wake_r, selectors.EVENT_READ, "sigchld")
+    children: set[int] = set()
+    send_message(ctl, {"op": "ready", "errors": errors, "pid": os.getpid()})
+
+    def close_own_fds() -> None:
+        """In a forked child: close what belongs to the template."""
+        sel.close()
+        os.close(ctl.detach())
+        os.close(wake_r)
+        os.close(wake_w)
+
+    while True:
+        for key, _ in sel.select():
+            if key.data == "lifeline":
+                if not os.read(0, 4096):  # the host is gone: so are we
+                    for pid in children:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+                    os._exit(0)
+            elif key.data == "sigchld":
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                _reap(ctl, children)
+            else:
+                message, fds = recv_message(ctl)
+                if message is None:
+                    os._exit(0)
+                _serve(ctl, message, fds, children, close_own_fds)
+
+
+def _reap(ctl: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        send_message(ctl, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _serve(ctl: socket.socket, message: dict[str, Any], fds: list[int], children: set[int],
+           close_own_fds: Any) -> None:
+    op = message.get("op")
+    if op == "kill":
+        if message["pid"] in children:
+            with contextlib.suppress(OSError):
+                os.kill(message["pid"], signal.SIGKILL)
+        return
+    if op == "preload":
+        _preload(list(message.get("modules", ())))
+        return
+    if op != "fork" or len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        send_message(ctl, {"op": "error", "seq": message.get("seq"), "error": "bad request"})
+        return
+    errors = _preload(list(message.get("preload", ())))
+    if _cuda_initialized():
+        for fd in fds:
+            os.close(fd)
+        send_message(ctl, {"op": "error", "seq": message["seq"],
+                           "error": "a CUDA context exists in the template: forking is unsafe"})
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _become_actor(fds, int(message["channel_to"]), close_own_fds)
+    for fd in fds:
+        os.close(fd)
+    children.add(pid)
+    send_message(ctl, {"op": "forked", "seq": message["seq"], "pid": pid, "errors": errors})
+
+
+def _become_actor(fds: list[int], channel_to: int, close_own_fds: Any) -> None:
+    """In the forked child: take the fds the host sent, run the actor's main."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        close_own_fds()
+        # Move the received fds out of the way first: one may sit on a target.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
+        for fd in fds:
+            os.close(fd)
+        for fd, target in zip(high, (0, 1, 2, channel_to)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.setsid()  # as a cold actor: a terminal's Ctrl-C is not ours
+        from ._child import main
+
+        main()  # reads the bootstrap from fd 0 and ends with os._exit
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    template_main()
