@@ -7,7 +7,15 @@ users register). Decoding is bounded so that a hostile peer can only earn a
 :class:`~pyisolate.errors.ProtocolError`, never exhaust the host.
 """
 
-from ._codec import Codec, DecodeContext, EncodeContext, ExtRegistry, Limits, default_registry
+from ._codec import (
+    Codec,
+    DecodeContext,
+    EncodeContext,
+    ExtRegistry,
+    Limits,
+    default_registry,
+    register_type,
+)
 from ._envelope import (
     HEADER_SIZE,
     HOST,
@@ -38,5 +46,6 @@ __all__ = [
     "encode_header",
     "exception_from_wire",
     "exception_to_wire",
+    "register_type",
     "split_batch",
 ]

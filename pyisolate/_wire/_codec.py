@@ -23,7 +23,15 @@ import msgpack
 
 from ..errors import ProtocolError
 
-__all__ = ["Codec", "DecodeContext", "EncodeContext", "ExtRegistry", "Limits", "default_registry"]
+__all__ = [
+    "Codec",
+    "DecodeContext",
+    "EncodeContext",
+    "ExtRegistry",
+    "Limits",
+    "default_registry",
+    "register_type",
+]
 
 # Extension codes below 32 are reserved for pyisolate; users register 32..127.
 EXT_TUPLE = 0
@@ -148,6 +156,34 @@ class ExtRegistry:
 default_registry = ExtRegistry()
 
 
+def register_type(
+    cls: type,
+    code: int,
+    encode: Callable[[Any], Any],
+    decode: Callable[[Any], Any],
+) -> None:
+    """Let instances of ``cls`` travel in messages.
+
+    ``encode(obj)`` returns any value pyisolate can send (natives, tuples,
+    other registered types...); ``decode(value)`` rebuilds the object. ``code``
+    is a number in 32..127 that both sides agree on. Register at import time of
+    the module that defines ``cls``, so that the host and every actor that
+    imports it know the type::
+
+        pyisolate.register_type(Point, 40, lambda p: (p.x, p.y), lambda v: Point(*v))
+    """
+    if not USER_EXT_MIN <= code <= 127:
+        raise ValueError(f"user extension codes are {USER_EXT_MIN}..127, not {code}")
+
+    def encode_ext(obj: Any, ctx: EncodeContext) -> bytes:
+        return Codec._nested_codec(ctx).encode(encode(obj), ctx)
+
+    def decode_ext(payload: bytes, ctx: DecodeContext) -> Any:
+        return decode(Codec._nested_codec(ctx).decode(payload, ctx))
+
+    default_registry.register(cls, code, encode_ext, decode_ext)
+
+
 class Codec:
     """Encodes values for the wire and decodes them under :class:`Limits`.
 
@@ -206,6 +242,12 @@ class Codec:
             "pyisolate sends msgpack natives, tuples, sets, bytes, tensors, arrays, "
             "actor references and registered types (pyisolate.register_type)"
         )
+
+    @staticmethod
+    def _nested_codec(ctx: Any) -> Codec:
+        # A registered type's value is packed by a codec of its own: the outer
+        # packer is mid-message. It shares the context (fds, depth).
+        return Codec()
 
     # -- decoding ---------------------------------------------------------------
 
