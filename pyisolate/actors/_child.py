@@ -70,7 +70,10 @@ def main() -> None:
     _die_with_host()
     channel = _open_channel(boot.get("channel_fd"))
     _install_log_forwarding(boot.get("log_level", logging.WARNING))
-    sys.path[:] = list(boot["sys_path"])
+    if boot.get("sys_path_mode") == "prepend":
+        sys.path[:0] = [p for p in boot["sys_path"] if p not in sys.path]
+    else:
+        sys.path[:] = list(boot["sys_path"])
     if boot.get("cwd"):
         try:
             os.chdir(boot["cwd"])

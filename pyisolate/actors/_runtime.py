@@ -263,6 +263,10 @@ class Runtime:
         record.channel = host_end
         sys_path = [os.path.abspath(p) if p else os.getcwd()
                     for p in sys.path if isinstance(p, str)]
+        if opts.python:
+            # Another interpreter (a virtual environment) keeps its own
+            # packages; it only gets our code directories in front of them.
+            sys_path = [p for p in sys_path if not _is_installation_path(p)]
         boot = {
             "endpoint": self.endpoint,
             "actor_id": actor_id,
@@ -271,6 +275,7 @@ class Runtime:
             "target": spec,
             "main_path": main_path,
             "sys_path": sys_path,
+            "sys_path_mode": "prepend" if opts.python else "replace",
             "channel_fd": child_end.fileno(),
             "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
             "sync_threads": opts.sync_threads,
@@ -707,6 +712,18 @@ class Runtime:
 
 
 SandboxArg = SandboxMode | SandboxPolicy | tuple[SandboxMode, SandboxPolicy]
+
+
+def _is_installation_path(path: str) -> bool:
+    """True for the host interpreter's own directories (stdlib, site-packages)."""
+    import site
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str):
+        roots.add(user_site)
+    path = os.path.abspath(path)
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots if r)
 
 
 def _covers_runtime_base(path: str) -> bool:
