@@ -25,6 +25,9 @@ import pytest
 
 _REAL_TMP = tempfile.gettempdir()
 _SESSION_TMP = tempfile.mkdtemp(prefix="pyi-tests-", dir=_REAL_TMP)
+# Like /tmp itself: actors that run under another uid (a sandbox, when the host
+# is root) can traverse it.
+os.chmod(_SESSION_TMP, 0o1777)
 os.environ["TMPDIR"] = _SESSION_TMP
 tempfile.tempdir = _SESSION_TMP
 

@@ -160,15 +160,27 @@ def test_blocking_facade() -> None:
             ref.inc()
 
 
-def test_blocking_facade_trio_stream_break() -> None:
-    with pyisolate.Runtime.blocking(backend="trio") as rt:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_blocking_facade_stream_close(backend: str) -> None:
+    with pyisolate.Runtime.blocking(backend=backend) as rt:
         ref = rt.spawn("actors:Streamer")
         for item in ref.forever():
             if item == 2:
                 break
-        # The remote generator is closed when the iterator is dropped.
-        end = time.monotonic() + 5
+        # The facade's iterator closes the remote generator when it is dropped.
+        end = time.monotonic() + 2
         while ref.stats()["closed"] != 1:
             assert time.monotonic() < end, ref.stats()
             time.sleep(0.02)
-        ref.stop()
+
+
+def test_blocking_facade_timeout_cancels_remote() -> None:
+    with pyisolate.Runtime.blocking() as rt:
+        ref = rt.spawn("actors:Sleepy")
+        with pytest.raises(TimeoutError):
+            ref.call("hang", timeout=0.2)
+        assert ref.ping() == "pong"
+        end = time.monotonic() + 2
+        while ref.stats()["cancelled"] != 1:
+            assert time.monotonic() < end, ref.stats()
+            time.sleep(0.02)

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.parametrize(
     ("kind", "exc_type", "text"),
-    [("key", KeyError, "missing"), ("value", ValueError, "bad value"),
-     ("zero", ZeroDivisionError, "division")],
+    [
+        ("key", KeyError, "missing"),
+        ("value", ValueError, "bad value"),
+        ("zero", ZeroDivisionError, "division"),
+    ],
 )
 async def test_builtin_errors_keep_their_type(
     rt: pyisolate.Runtime, kind: str, exc_type: type[BaseException], text: str
@@ -90,8 +93,9 @@ async def test_unencodable_return_value(rt: pyisolate.Runtime) -> None:
     await ref.stop()
 
 
-async def _prompt_start_error(rt: pyisolate.Runtime, target: object, *args: object,
-                              **kwargs: object) -> ActorStartError:
+async def _prompt_start_error(
+    rt: pyisolate.Runtime, target: object, *args: object, **kwargs: object
+) -> ActorStartError:
     start = time.monotonic()
     with pytest.raises(ActorStartError) as info:
         await rt.spawn(target, *args, **kwargs)  # type: ignore[arg-type]
@@ -153,6 +157,5 @@ async def test_start_timeout(rt: pyisolate.Runtime) -> None:
 
     start = time.monotonic()
     with pytest.raises(ActorStartError, match="did not start"):
-        await rt.spawn(Hooks, "/nonexistent", "ok",
-                       options=SpawnOptions(start_timeout=0.01))
+        await rt.spawn(Hooks, "/nonexistent", "ok", options=SpawnOptions(start_timeout=0.01))
     assert time.monotonic() - start < 5.0

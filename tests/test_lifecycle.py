@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from conftest import TESTS_DIR, eventually, pid_gone
 import pyisolate
 from pyisolate import ActorClosedError, ActorDiedError
 from pyisolate.actors._rundir import RuntimeDir, sweep_stale
+from pyisolate.sandbox import SandboxMode
 
 pytestmark = pytest.mark.anyio
 
@@ -152,7 +155,8 @@ async def test_cancelling_caller_cancels_remote_method(rt: pyisolate.Runtime) ->
 
 async def test_hooks(rt: pyisolate.Runtime, tmp_path: Path) -> None:
     marker = tmp_path / "stopped.txt"
-    ref = await rt.spawn(Hooks, str(marker), name="hooked")
+    # Unsandboxed: a sandbox's private /tmp would hide the marker from the host.
+    ref = await rt.spawn(Hooks, str(marker), name="hooked", sandbox=SandboxMode.DISABLED)
     assert await ref.is_started() is True  # on_start ran before spawn returned
     assert await ref.my_name() == "hooked"
     assert not marker.exists()
@@ -165,14 +169,14 @@ async def test_hooks(rt: pyisolate.Runtime, tmp_path: Path) -> None:
 
 async def test_runtime_exit_runs_on_stop(tmp_path: Path) -> None:
     marker = tmp_path / "stopped.txt"
-    async with pyisolate.Runtime() as rt:
+    async with pyisolate.Runtime(sandbox=SandboxMode.DISABLED) as rt:
         await rt.spawn(Hooks, str(marker), name="h")
     assert marker.read_text() == "stopped h"
 
 
 async def test_stop_timeout_kills_a_hanging_on_stop(rt: pyisolate.Runtime, tmp_path: Path) -> None:
     marker = tmp_path / "never.txt"
-    ref = await rt.spawn(Hooks, str(marker), "stop_hangs")
+    ref = await rt.spawn(Hooks, str(marker), "stop_hangs", sandbox=SandboxMode.DISABLED)
     pid = rt.process_id(ref)
     assert pid is not None
     start = time.monotonic()
@@ -206,9 +210,11 @@ async def test_actor_output_reaches_host_logging(
 
     def seen() -> bool:
         messages = [r.getMessage() for r in caplog.records if r.name == logger]
-        return (any("stdout says hi" in m for m in messages)
-                and any("log says hi" in m for m in messages)
-                and any("info says hi" in m for m in messages))
+        return (
+            any("stdout says hi" in m for m in messages)
+            and any("log says hi" in m for m in messages)
+            and any("info says hi" in m for m in messages)
+        )
 
     await eventually(seen)
     records = [r for r in caplog.records if r.name == logger]
@@ -246,12 +252,21 @@ def test_sweep_stale(tmp_path: Path) -> None:
         d.close()
         """
     )
-    dead = subprocess.run([sys.executable, "-c", code, str(tmp_path), "die"],
-                          capture_output=True, text=True, timeout=30, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), "die"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     dead_dir = Path(dead.stdout.strip())
     assert dead_dir.is_dir()
-    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "live"],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as live:
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), "live"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as live:
         assert live.stdout is not None
         live_dir = Path(live.stdout.readline().strip())
         mine = RuntimeDir(tmp_path)
@@ -267,7 +282,16 @@ def test_sweep_stale(tmp_path: Path) -> None:
     assert sweep_stale(tmp_path) == []
 
 
-def test_no_orphans_when_host_is_killed(tmp_path: Path) -> None:
+def test_no_orphans_when_host_is_killed() -> None:
+    # Not tmp_path: the runtime's socket path must stay under 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="o"))
+    try:
+        _no_orphans(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _no_orphans(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys, anyio
@@ -285,8 +309,9 @@ def test_no_orphans_when_host_is_killed(tmp_path: Path) -> None:
         """
     )
     env = dict(os.environ, PYISOLATE_RUNTIME_DIR=str(tmp_path))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          text=True, env=env) as host:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    ) as host:
         assert host.stdout is not None
         line = host.stdout.readline()
         pids = [int(p) for p in line.split()]

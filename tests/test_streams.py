@@ -14,6 +14,7 @@ import pyisolate
 pytestmark = pytest.mark.anyio
 
 
+
 async def _stat(ref: pyisolate.ActorRef, key: str) -> int:
     return int((await ref.stats())[key])
 
@@ -39,7 +40,7 @@ async def test_break_closes_remote_generator(rt: pyisolate.Runtime, method: str)
         if item == 3:
             break
     # The remote generator's ``finally`` ran.
-    await eventually(lambda: _stat_is(ref, "closed", 1))
+    await eventually(lambda: _stat_is(ref, "closed", 1), timeout=2)
     assert await _stat(ref, "closed") == 1  # and the actor serves on
     await ref.stop()
 
@@ -66,7 +67,7 @@ async def test_dropped_stream_closes_remote_generator(rt: pyisolate.Runtime) -> 
     await stream.__anext__()
     del stream
     gc.collect()
-    await eventually(lambda: _stat_is(ref, "closed", 1))
+    await eventually(lambda: _stat_is(ref, "closed", 1), timeout=2)
     await ref.stop()
 
 

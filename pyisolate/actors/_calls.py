@@ -21,6 +21,7 @@ import asyncio
 import collections
 import math
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -79,7 +80,13 @@ class CallTable:
     def __init__(self, send: SendFn) -> None:
         self._send = send
         self._ids = iter(range(1, 2**62))
-        self._pending: dict[int, _Pending | RemoteStream] = {}
+        self._pending: dict[int, _Pending] = {}
+        # Streams are held weakly: a consumer that drops its stream (``break``
+        # out of ``async for``) lets it be collected, and its finalizer closes
+        # the remote generator.
+        self._streams: weakref.WeakValueDictionary[int, RemoteStream] = (
+            weakref.WeakValueDictionary()
+        )
         # Bound on first use from the event loop (the table may be built on
         # another thread, e.g. by the blocking facade).
         self._loop_thread: int | None = None
@@ -158,11 +165,11 @@ class CallTable:
             raise ValueError("stream window must be at least 1")
         call_id = next(self._ids)
         stream = RemoteStream(self, call_id, peer, actor, window, timeout)
-        self._pending[call_id] = stream
+        self._streams[call_id] = stream
         try:
             self._send(Kind.STREAM, call_id, peer, [method, list(args), kwargs, window])
         except BaseException:
-            del self._pending[call_id]
+            self._streams.pop(call_id, None)
             stream._closed = True
             raise
         return stream
@@ -189,19 +196,20 @@ class CallTable:
         replies to calls that were cancelled meanwhile: dropped."""
         pending = self._pending.get(call_id)
         if pending is None:
-            return
-        if isinstance(pending, RemoteStream):
+            stream = self._streams.get(call_id)
+            if stream is None:
+                return
             if kind is Kind.ITEM:
-                pending._push(body)
+                stream._push(body)
             elif kind is Kind.END:
-                self._pending.pop(call_id, None)
-                pending._finish(None)
+                self._streams.pop(call_id, None)
+                stream._finish(None)
             elif kind is Kind.ERROR:
-                self._pending.pop(call_id, None)
-                pending._finish(exception_from_wire(body, actor=actor))
+                self._streams.pop(call_id, None)
+                stream._finish(exception_from_wire(body, actor=actor))
             else:
-                self._pending.pop(call_id, None)
-                pending._finish(ProtocolError(f"unexpected {kind.name} on a stream"))
+                self._streams.pop(call_id, None)
+                stream._finish(ProtocolError(f"unexpected {kind.name} on a stream"))
         elif kind is Kind.REPLY or kind is Kind.PONG:
             pending.resolve(body)
         elif kind is Kind.ERROR:
@@ -211,19 +219,24 @@ class CallTable:
 
     def fail_call(self, call_id: int, error: BaseException) -> None:
         pending = self._pending.pop(call_id, None)
-        if isinstance(pending, RemoteStream):
-            pending._finish(error)
-        elif pending is not None:
+        if pending is not None:
             pending.fail(error)
+            return
+        stream = self._streams.pop(call_id, None)
+        if stream is not None:
+            stream._finish(error)
+
+    def _all(self) -> list[tuple[int, _Pending | RemoteStream]]:
+        return [*self._pending.items(), *self._streams.items()]
 
     def fail_peer(self, peer: int, make_error: Callable[[], BaseException]) -> None:
         """Fail every call and stream waiting on ``peer`` (it died or was cut off)."""
-        for call_id, pending in list(self._pending.items()):
+        for call_id, pending in self._all():
             if pending.peer == peer:
                 self.fail_call(call_id, make_error())
 
     def fail_peer_all(self, make_error: Callable[[], BaseException]) -> None:
-        for call_id in list(self._pending):
+        for call_id, _ in self._all():
             self.fail_call(call_id, make_error())
 
     async def ping(self, peer: int, actor: str | None, timeout: float | None) -> None:
@@ -241,7 +254,7 @@ class CallTable:
             raise pending.error
 
     def pending_count(self, peer: int | None = None) -> int:
-        return sum(1 for p in self._pending.values() if peer is None or p.peer == peer)
+        return sum(1 for _, p in self._all() if peer is None or p.peer == peer)
 
 
 class RemoteStream(AsyncIterator[Any]):
@@ -324,7 +337,7 @@ class RemoteStream(AsyncIterator[Any]):
             return
         self._closed = True
         if not self._finished:
-            self._table._pending.pop(self._call_id, None)
+            self._table._streams.pop(self._call_id, None)
             self._table._cancel_remote(self._call_id, self.peer)
         self._items.clear()
 

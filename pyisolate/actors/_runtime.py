@@ -93,6 +93,7 @@ class _Record:
     # The host's end of the actor's side channel (credentials, tensor fds).
     channel: socket.socket | None = None
     isolation: str = "none"
+    disconnected: bool = False
 
     def closed_error(self) -> BaseException:
         if self.state in ("stopping", "stopped"):
@@ -152,6 +153,14 @@ class Runtime:
         # zmq drops a peer whose message exceeds this, before we buffer it.
         router.setsockopt(zmq.MAXMSGSIZE, self._codec.limits.max_frame + 1024)
         self.socket_path = str(self._dir.path / "router.sock")
+        if len(self.socket_path.encode()) > 107:
+            router.close(linger=0)
+            self._zctx.term()
+            self._dir.close()
+            raise RuntimeError(
+                f"the runtime socket path {self.socket_path!r} is longer than the 107 bytes "
+                "a Unix socket address allows: set PYISOLATE_RUNTIME_DIR to a shorter directory"
+            )
         router.bind(f"ipc://{self.socket_path}")
         # The directory (0700) keeps others out; the socket itself is opened up
         # so that a sandboxed actor running under another uid can connect.
@@ -187,6 +196,8 @@ class Runtime:
                 # any) propagates unwrapped from the caller's ``async with``.
                 await self._tg.__aexit__(None, None, None)
             finally:
+                for record in self._records.values():
+                    self._close_channel(record)
                 self._router.disable_monitor()
                 self._monitor.close(linger=0)
                 self._router.close(linger=0)
@@ -426,7 +437,10 @@ class Runtime:
             if starting or record.routing is None:
                 record.process.kill()
             else:
-                self._raw_send(record, Kind.SHUTDOWN, 0, HOST)
+                try:
+                    self._raw_send(record, Kind.SHUTDOWN, 0, HOST)
+                except ActorDiedError:
+                    record.process.kill()
         grace = timeout if timeout is not None else record.options.stop_timeout
         with anyio.move_on_after(grace):
             await record.process.exited.wait()
@@ -509,6 +523,7 @@ class Runtime:
         try:
             self._pump.send(payload, record.routing)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer's connection is gone
+            self._on_disconnect(record)
             raise ActorDiedError(
                 f"actor {record.name!r} is unreachable: {exc}", actor=record.name
             ) from None
@@ -532,6 +547,17 @@ class Runtime:
             log.exception("pyisolate: internal error while routing a message")
 
     def _on_monitor_event(self, frames: list[bytes]) -> None:
+        self._probe_connections()
+        # The event can arrive before the ROUTER has dropped the peer's pipe,
+        # when a probe still succeeds: look again a little later.
+        self._tg.start_soon(self._reprobe)
+
+    async def _reprobe(self) -> None:
+        for delay in (0.02, 0.1, 0.5):
+            await anyio.sleep(delay)
+            self._probe_connections()
+
+    def _probe_connections(self) -> None:
         for record in list(self._by_routing.values()):
             if record.state != "running":
                 continue
@@ -675,8 +701,9 @@ class Runtime:
                 self._send_error_to(src.id, call_id, peer, exc)
 
     def _on_disconnect(self, record: _Record) -> None:
-        if record.state not in ("running", "starting"):
+        if record.state not in ("running", "starting") or record.disconnected:
             return
+        record.disconnected = True
 
         async def judge() -> None:
             # A crash closes the connection too; give the exit a moment to be

@@ -1,0 +1,45 @@
+"""Every script in examples/ runs, exits 0 and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+EXPECTED = {
+    "counter.py": [
+        "echo: hello",
+        "after inc(2): 12",
+        "after call('inc', 3): 15",
+        "after a cast of 100: 115",
+        "done",
+    ],
+    "streaming.py": ["squares: [0, 1, 4, 9, 16, 25]", "sum of 0..100: 5050"],
+    "crash.py": [
+        "remote exception, same type: ZeroDivisionError",
+        "exited with code 3) | exit code 3",
+        "the other actor still answers: 2.5",
+    ],
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=EXAMPLES.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    for line in EXPECTED[name]:
+        assert line in result.stdout, result.stdout
