@@ -20,8 +20,13 @@ BENCHMARKS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME",
-                        help=f"which to run: {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[*BENCHMARKS, []],
+        metavar="NAME",
+        help=f"which to run: {', '.join(BENCHMARKS)} (default: all)",
+    )
     args, rest = parser.parse_known_args()
     for name in args.names or list(BENCHMARKS):
         print(f"\n=== {name} ===", flush=True)

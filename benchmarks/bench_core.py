@@ -43,6 +43,7 @@ class Echo(pyisolate.Actor):
 
 # -- raw pyzmq: the same shape as pyisolate (host ROUTER, peer DEALER) --------------
 
+
 def _zmq_echo_server(endpoint: str) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -68,7 +69,7 @@ def bench_raw_zmq(n: int, pipelined: int) -> tuple[list[float], float]:
     try:
         ident, _, _ = router.recv_multipart()
         lat = []
-        for i in range(n):
+        for _i in range(n):
             t0 = time.perf_counter()
             router.send_multipart([ident, b"c", msgpack.packb(PAYLOAD)])
             _, _, body = router.recv_multipart()
@@ -100,6 +101,7 @@ def bench_raw_zmq(n: int, pipelined: int) -> tuple[list[float], float]:
 
 
 # -- multiprocessing Pipe ----------------------------------------------------------
+
 
 def _pipe_echo_server(conn: Connection) -> None:
     while True:
@@ -162,6 +164,7 @@ def bench_bare_spawn(repeat: int) -> list[float]:
 
 # -- pyisolate -----------------------------------------------------------------------
 
+
 async def bench_pyisolate(n: int, pipelined: int, spawns: int) -> dict[str, object]:
     async with pyisolate.Runtime() as rt:
         ref = await rt.spawn(Echo, name="echo")
@@ -216,11 +219,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     raw_med, raw_p99 = summarize(raw_lat)
     rows = [
         ("round trip, raw pyzmq + msgpack", raw_med, raw_p99, 1.0),
-        ("round trip, multiprocessing Pipe", *summarize(pipe_lat), summarize(pipe_lat)[0] / raw_med),
-        ("round trip, pyisolate async method", *summarize(ours["lat"]),  # type: ignore[arg-type]
-         summarize(ours["lat"])[0] / raw_med),  # type: ignore[arg-type]
-        ("round trip, pyisolate sync method", *summarize(ours["lat_sync"]),  # type: ignore[arg-type]
-         summarize(ours["lat_sync"])[0] / raw_med),  # type: ignore[arg-type]
+        (
+            "round trip, multiprocessing Pipe",
+            *summarize(pipe_lat),
+            summarize(pipe_lat)[0] / raw_med,
+        ),
+        (
+            "round trip, pyisolate async method",
+            *summarize(ours["lat"]),  # type: ignore[arg-type]
+            summarize(ours["lat"])[0] / raw_med,
+        ),  # type: ignore[arg-type]
+        (
+            "round trip, pyisolate sync method",
+            *summarize(ours["lat_sync"]),  # type: ignore[arg-type]
+            summarize(ours["lat_sync"])[0] / raw_med,
+        ),  # type: ignore[arg-type]
     ]
     print(f"{'measurement':44} {'median':>10} {'p99':>10} {'x raw':>7}")
     for label, med, p99, ratio in rows:
@@ -233,7 +246,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     spawn_med = statistics.median(ours["spawn"])  # type: ignore[arg-type]
     print(f"\n{'cold spawn to first reply':44} {'median':>10} {'x bare':>7}")
     print(f"{'bare interpreter, same imports, connect':44} {bare_med * 1e3:8.1f}ms {1.0:7.2f}")
-    print(f"{'pyisolate spawn + first call':44} {spawn_med * 1e3:8.1f}ms {spawn_med / bare_med:7.2f}")
+    print(
+        f"{'pyisolate spawn + first call':44} {spawn_med * 1e3:8.1f}ms {spawn_med / bare_med:7.2f}"
+    )
     return {
         "rtt_ratio": summarize(ours["lat"])[0] / raw_med,  # type: ignore[arg-type]
         "pipelined_ratio": rate / raw_rate,

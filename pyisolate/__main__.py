@@ -7,8 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyisolate",
-                                     description="pyisolate: an actor runtime for Python")
+    parser = argparse.ArgumentParser(
+        prog="python -m pyisolate", description="pyisolate: an actor runtime for Python"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="spawn actors, call, stream, crash one; print a summary")
     sub.add_parser("doctor", help="show what this machine offers: sandbox, shm, CUDA IPC")

@@ -51,16 +51,20 @@ async def _demo(out: list[str]) -> None:
         t0 = time.perf_counter()
         greeter = await rt.spawn(Greeter, "Hello", name="greeter")
         crasher = await rt.spawn(Crasher, name="crasher")
-        out.append(f"spawned 2 actors in {1e3 * (time.perf_counter() - t0):.0f} ms: "
-                   f"host pid {os.getpid()}, greeter pid {rt.process_id(greeter)}, "
-                   f"sandbox: {rt.isolation(greeter)}")
+        out.append(
+            f"spawned 2 actors in {1e3 * (time.perf_counter() - t0):.0f} ms: "
+            f"host pid {os.getpid()}, greeter pid {rt.process_id(greeter)}, "
+            f"sandbox: {rt.isolation(greeter)}"
+        )
         out.append(f"call:     {await greeter.greet('world')}")
         t0 = time.perf_counter()
         n = 1000
         for _ in range(n):
             await greeter.count_calls()
-        out.append(f"latency:  {1e6 * (time.perf_counter() - t0) / n:.0f} us per call "
-                   f"({n} sequential calls)")
+        out.append(
+            f"latency:  {1e6 * (time.perf_counter() - t0) / n:.0f} us per call "
+            f"({n} sequential calls)"
+        )
         items = [i async for i in greeter.countdown(5)]
         out.append(f"stream:   {items}")
         try:

@@ -23,7 +23,10 @@ def _core_rows() -> list[tuple[str, str]]:
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("platform", f"{platform.system()} {platform.release()} ({platform.machine()})"),
         ("cpu cores", str(os.cpu_count())),
-        ("compute threads per actor", f"{default_compute_threads()} (SpawnOptions.compute_threads)"),
+        (
+            "compute threads per actor",
+            f"{default_compute_threads()} (SpawnOptions.compute_threads)",
+        ),
         ("pyzmq / libzmq", f"{zmq.__version__} / {zmq.zmq_version()}"),
         ("ipc sockets", "yes" if zmq.has("ipc") else "no (tcp fallback needed)"),
         ("pidfd exit watch", "yes" if hasattr(os, "pidfd_open") else "no (thread fallback)"),

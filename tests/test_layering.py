@@ -57,18 +57,22 @@ def _imported(path: Path, source: str | None = None) -> list[tuple[str, ...]]:
                 base = package[: len(package) - (node.level - 1)]
                 target = base + tuple(node.module.split(".")) if node.module else base
                 found.append(target)
-                found.extend(target + (alias.name,) for alias in node.names)
+                found.extend((*target, alias.name) for alias in node.names)
             elif node.module and node.module.split(".")[0] == "pyisolate":
                 target = tuple(node.module.split(".")[1:])
                 found.append(target)
                 # "from pyisolate(.x) import y": y may be a module
-                found.extend(target + (alias.name,) for alias in node.names)
+                found.extend((*target, alias.name) for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "pyisolate":
                     found.append(tuple(alias.name.split(".")[1:]))
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             name = str(node.args[0].value)
             if name.startswith("pyisolate."):
                 found.append(tuple(name.split(".")[1:]))
@@ -88,13 +92,16 @@ def test_lower_layers_never_import_higher_ones(path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("source", [
-    "from ..actors import Runtime",
-    "from ..actors._runtime import Runtime",
-    "import pyisolate.actors",
-    "from pyisolate import sandbox",
-    "from .. import actors",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..actors import Runtime",
+        "from ..actors._runtime import Runtime",
+        "import pyisolate.actors",
+        "from pyisolate import sandbox",
+        "from .. import actors",
+    ],
+)
 def test_the_layering_check_sees_upward_imports(source: str) -> None:
     # Positive controls: each line, written in transport/_x.py, is a violation.
     fake = ROOT / "transport" / "_x.py"
@@ -102,9 +109,15 @@ def test_the_layering_check_sees_upward_imports(source: str) -> None:
     assert any(_layer_of(t) > own for t in _imported(fake, source)), source
 
 
-PUBLIC_MODULES = ["pyisolate", "pyisolate.errors", "pyisolate.actors", "pyisolate.sandbox",
-                  "pyisolate.transport", "pyisolate._internal.sandbox_detect",
-                  "pyisolate._internal.tensor_serializer"]
+PUBLIC_MODULES = [
+    "pyisolate",
+    "pyisolate.errors",
+    "pyisolate.actors",
+    "pyisolate.sandbox",
+    "pyisolate.transport",
+    "pyisolate._internal.sandbox_detect",
+    "pyisolate._internal.tensor_serializer",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -119,8 +132,17 @@ def test_all_names_exist(name: str) -> None:
 
 def test_top_level_all_is_sorted_and_complete() -> None:
     assert pyisolate.__all__ == sorted(pyisolate.__all__)
-    for cls in ("Runtime", "Actor", "ActorRef", "SpawnOptions", "ActorDiedError",
-                "ActorStartError", "ActorClosedError", "RemoteError", "ProtocolError"):
+    for cls in (
+        "Runtime",
+        "Actor",
+        "ActorRef",
+        "SpawnOptions",
+        "ActorDiedError",
+        "ActorStartError",
+        "ActorClosedError",
+        "RemoteError",
+        "ProtocolError",
+    ):
         assert cls in pyisolate.__all__
 
 
@@ -132,6 +154,7 @@ def test_importing_pyisolate_does_not_import_torch_or_numpy() -> None:
         "bad = [m for m in ('torch', 'numpy') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

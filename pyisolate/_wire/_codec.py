@@ -230,9 +230,20 @@ class Codec:
         if entry is not None:
             return msgpack.ExtType(entry.code, entry.encode(obj, self._ectx))
         # Subclasses of natives travel as the native (IntEnum -> int, etc.).
-        for native in (bool, int, float, str, bytes, dict, list):
-            if isinstance(obj, native):
-                return native(obj)
+        if isinstance(obj, bool):
+            return bool(obj)
+        if isinstance(obj, int):
+            return int(obj)
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, bytes):
+            return bytes(obj)
+        if isinstance(obj, dict):
+            return dict(obj)
+        if isinstance(obj, list):
+            return list(obj)
         if isinstance(obj, tuple):
             return msgpack.ExtType(EXT_TUPLE, self._pack_nested(list(obj)))
         if isinstance(obj, (bytearray, memoryview)):

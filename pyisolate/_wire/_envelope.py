@@ -20,9 +20,8 @@ ZeroMQ does per call compared with a separate header frame.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
-
 import struct
+from typing import NamedTuple
 
 from ..errors import ProtocolError
 
@@ -107,7 +106,7 @@ def split_batch(frame: bytes) -> list[bytes]:
         pos += 4
         if length < HEADER_SIZE or pos + length > end:
             raise ProtocolError("malformed batch entry")
-        envelope = bytes(view[pos:pos + length])
+        envelope = bytes(view[pos : pos + length])
         if envelope[0] == Kind.BATCH:
             raise ProtocolError("nested batch")
         out.append(envelope)

@@ -22,8 +22,15 @@ __all__ = ["exception_from_wire", "exception_to_wire"]
 _NATIVE = (type(None), bool, int, float, str, bytes)
 
 # Builtins that would end or confuse the receiving process if re-raised as is.
-_NOT_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration",
-                "StopAsyncIteration", "BaseExceptionGroup", "ExceptionGroup"}
+_NOT_REBUILT = {
+    "SystemExit",
+    "KeyboardInterrupt",
+    "GeneratorExit",
+    "StopIteration",
+    "StopAsyncIteration",
+    "BaseExceptionGroup",
+    "ExceptionGroup",
+}
 
 
 def exception_to_wire(exc: BaseException, *, with_traceback: bool = True) -> list[Any]:
@@ -44,14 +51,17 @@ def exception_from_wire(body: Any, *, actor: str | None = None) -> BaseException
     exc = _rebuild(module, qualname, args, actor)
     if exc is None:
         message = str(args[0]) if len(args) == 1 else ", ".join(map(str, args))
-        exc = RemoteError(message, type_name=f"{module}.{qualname}", remote_traceback=tb,
-                          actor=actor)
+        exc = RemoteError(
+            message, type_name=f"{module}.{qualname}", remote_traceback=tb, actor=actor
+        )
     if tb:
         exc.__cause__ = RemoteTraceback(f'\n"""\n{tb.rstrip()}\n"""')
     return exc
 
 
-def _rebuild(module: str, qualname: str, args: list[Any], actor: str | None) -> BaseException | None:
+def _rebuild(
+    module: str, qualname: str, args: list[Any], actor: str | None
+) -> BaseException | None:
     cls: Any = None
     if module == "builtins" and qualname not in _NOT_REBUILT:
         cls = getattr(builtins, qualname, None)

@@ -86,17 +86,24 @@ class BlockingActorRef:
             return lambda *a, **kw: self.stream(method, *a, **kw)
         return lambda *a, **kw: self.call(method, *a, **kw)
 
-    def call(self, method: str, /, *args: Any, timeout: float | None = None,
-             **kwargs: Any) -> Any:
+    def call(self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         return self._owner._call(self.ref.call, method, *args, timeout=timeout, **kwargs)
 
     def cast(self, method: str, /, *args: Any, **kwargs: Any) -> None:
         self._owner._call(self.ref.cast, method, *args, **kwargs)
 
-    def stream(self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW,
-               timeout: float | None = None, **kwargs: Any) -> Iterator[Any]:
+    def stream(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
         stream: RemoteStream = self._owner._call(
-            self.ref.stream, method, *args, window=window, timeout=timeout, **kwargs)
+            self.ref.stream, method, *args, window=window, timeout=timeout, **kwargs
+        )
 
         async def next_item() -> Any:
             try:

@@ -90,14 +90,15 @@ class CallTable:
         # Bound on first use from the event loop (the table may be built on
         # another thread, e.g. by the blocking facade).
         self._loop_thread: int | None = None
-        self._call_soon_threadsafe: Callable[[Callable[[], None]], None] | None = None
+        self._call_soon_threadsafe: Callable[[Callable[[], None]], object] | None = None
         self._new_event: Callable[[], Any] | None = None
 
     def _bind_loop(self) -> None:
         self._loop_thread = threading.get_ident()
         self._new_event = _event_factory()
         if on_asyncio():
-            self._call_soon_threadsafe = asyncio.get_running_loop().call_soon_threadsafe
+            loop = asyncio.get_running_loop()
+            self._call_soon_threadsafe = loop.call_soon_threadsafe
         else:
             import trio
 

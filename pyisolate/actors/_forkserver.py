@@ -188,7 +188,7 @@ def _become_actor(fds: list[int], channel_to: int, close_own_fds: Any) -> None:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
         for fd in fds:
             os.close(fd)
-        for fd, target in zip(high, (0, 1, 2, channel_to)):
+        for fd, target in zip(high, (0, 1, 2, channel_to), strict=True):
             os.dup2(fd, target)
             os.close(fd)
         os.setsid()  # as a cold actor: a terminal's Ctrl-C is not ours

@@ -167,7 +167,7 @@ class ActorProcess:
     def _emit(self, line: str, level: int, stream_name: str) -> None:
         if line.startswith(LOG_PREFIX):
             try:
-                levelno, name, message = json.loads(line[len(LOG_PREFIX):])
+                levelno, name, message = json.loads(line[len(LOG_PREFIX) :])
                 self.logger.log(int(levelno), "[%s] %s", name, message)
                 self.stderr_tail.append(str(message))
                 return
@@ -186,5 +186,8 @@ def python_command(python: str | None, pkg_root: str | None = None) -> list[str]
     even when it runs from a source tree rather than an installed copy.
     """
     prelude = f"import sys; sys.path.insert(0, {pkg_root!r}); " if pkg_root else ""
-    return [python or sys.executable, "-c",
-            prelude + "from pyisolate.actors._child import main; main()"]
+    return [
+        python or sys.executable,
+        "-c",
+        prelude + "from pyisolate.actors._child import main; main()",
+    ]

@@ -70,7 +70,7 @@ class Pump:
         self._on_message = on_message
         self._on_send_error = on_send_error
         self._multipart = multipart
-        self._fd: int = sock.getsockopt(zmq.FD)
+        self._fd: int = int(sock.getsockopt(zmq.FD))
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: dict[bytes | None, list[bytes]] = {}
@@ -94,7 +94,7 @@ class Pump:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
             return
-        if self.sock.getsockopt(_EVENTS) & _POLLIN:
+        if int(self.sock.getsockopt(_EVENTS)) & _POLLIN:
             self.drain()
 
     def _send_now(self, routing: bytes | None, frame: bytes) -> None:
@@ -125,7 +125,7 @@ class Pump:
                 if self._on_send_error is None:
                     raise
                 self._on_send_error(routing, exc)
-        if not self.closed and self.sock.getsockopt(_EVENTS) & _POLLIN:
+        if not self.closed and int(self.sock.getsockopt(_EVENTS)) & _POLLIN:
             self.drain()
 
     def _send_batch(self, routing: bytes | None, payloads: list[bytes]) -> None:

@@ -89,13 +89,12 @@ class ActorRef:
         if method.startswith("_"):
             raise AttributeError(method)
         if self._methods is not None and method not in self._methods:
-            raise AttributeError(
-                f"actor {self.name!r} has no public method {method!r}"
-            )
+            raise AttributeError(f"actor {self.name!r} has no public method {method!r}")
         return RemoteMethod(self, method)
 
-    async def call(self, method: str, /, *args: Any, timeout: float | None = None,
-                   **kwargs: Any) -> Any:
+    async def call(
+        self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Call ``method`` and return its result.
 
         ``timeout`` (seconds) raises the builtin TimeoutError and cancels the
@@ -103,7 +102,11 @@ class ActorRef:
         """
         self._endpoint.check_callable(self.id, self.name)
         return await self._endpoint.calls.call(
-            self.id, self.name, method, args, kwargs,
+            self.id,
+            self.name,
+            method,
+            args,
+            kwargs,
             timeout if timeout is not None else self.default_timeout,
         )
 
@@ -112,8 +115,15 @@ class ActorRef:
         self._endpoint.check_callable(self.id, self.name)
         self._endpoint.calls.cast(self.id, method, args, kwargs)
 
-    def stream(self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW,
-               timeout: float | None = None, **kwargs: Any) -> RemoteStream:
+    def stream(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> RemoteStream:
         """Iterate a remote (async) generator.
 
         At most ``window`` items are in flight: the generator is paused until the
@@ -121,7 +131,12 @@ class ActorRef:
         """
         self._endpoint.check_callable(self.id, self.name)
         return self._endpoint.calls.open_stream(
-            self.id, self.name, method, args, kwargs, window,
+            self.id,
+            self.name,
+            method,
+            args,
+            kwargs,
+            window,
             timeout if timeout is not None else self.default_timeout,
         )
 
@@ -156,8 +171,9 @@ class RemoteMethod:
     def cast(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         return self._ref.cast(self._method, *args, **kwargs)
 
-    def stream(self, *args: Any, window: int = DEFAULT_WINDOW, timeout: float | None = None,
-               **kwargs: Any) -> RemoteStream:
+    def stream(
+        self, *args: Any, window: int = DEFAULT_WINDOW, timeout: float | None = None, **kwargs: Any
+    ) -> RemoteStream:
         return self._ref.stream(self._method, *args, window=window, timeout=timeout, **kwargs)
 
     def __repr__(self) -> str:

@@ -425,7 +425,7 @@ class SupervisorHandle:
                     await record.process.exited.wait()
                 else:
                     await self.runtime.stop_actor(
-                        record.id, math.inf if shutdown is None else float(shutdown))  # type: ignore[arg-type]
+                        record.id, math.inf if shutdown is None else float(shutdown))
         slot.set_status(status)
 
     def _delete(self, slot: Slot) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 BRUTAL_KILL = "brutal_kill"
-Shutdown = Union[float, Literal["brutal_kill"], None]
+Shutdown = float | Literal["brutal_kill"] | None
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _IDEMPOTENT_ATTR = "__pyisolate_idempotent__"
