@@ -147,6 +147,19 @@ def _install_log_forwarding(level: int) -> None:
 
 
 def _resolve_target(boot: dict[str, Any]) -> type:
+    try:
+        return _import_target(boot)
+    except PermissionError as exc:
+        if os.getuid() == 0:
+            raise
+        raise PermissionError(
+            f"{exc}. This actor runs as uid {os.getuid()} inside its sandbox and cannot read "
+            "that file: make it and its directory readable by others (chmod o+rX), or spawn "
+            "with sandbox=SandboxMode.DISABLED"
+        ) from exc
+
+
+def _import_target(boot: dict[str, Any]) -> type:
     main_path = boot.get("main_path")
     if main_path:
         _import_main(main_path)
