@@ -18,6 +18,13 @@ EXPECTED = {
         "after a cast of 100: 115",
         "done",
     ],
+    "supervision.py": ["db: 1 2", "after the crash, db: 1", "worker: 49"],
+    "tensors.py": [
+        "brightness: 0.25",
+        "inverted: 0.75, original untouched: 0.25",
+        "mask through the actor: 0.00",
+        "relayed to another actor: 0.25",
+    ],
     "streaming.py": ["squares: [0, 1, 4, 9, 16, 25]", "sum of 0..100: 5050"],
     "crash.py": [
         "remote exception, same type: ZeroDivisionError",

@@ -13,30 +13,72 @@ if TYPE_CHECKING:
     from ._actor import Actor
     from ._blocking import BlockingActorRef, BlockingRuntime
     from ._calls import RemoteStream
+    from ._exit import exit_actor
     from ._options import SpawnOptions
     from ._ref import ActorRef, RemoteMethod
     from ._runtime import Runtime
+    from ._supchild import ChildCounts, ChildInfo, SupervisorStats
+    from ._supervisor import SupervisorHandle
+    from ._supref import SupervisedRef
+    from ._supspec import (
+        BRUTAL_KILL,
+        Backoff,
+        ChildSpec,
+        Heartbeat,
+        Restart,
+        Strategy,
+        Supervisor,
+        idempotent,
+    )
 
 __all__ = [
     "Actor",
     "ActorRef",
+    "BRUTAL_KILL",
+    "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildSpec",
+    "Heartbeat",
     "RemoteMethod",
     "RemoteStream",
+    "Restart",
     "Runtime",
     "SpawnOptions",
+    "Strategy",
+    "SupervisedRef",
+    "Supervisor",
+    "SupervisorHandle",
+    "SupervisorStats",
+    "exit_actor",
+    "idempotent",
 ]
 
 _WHERE = {
     "Actor": "._actor",
     "ActorRef": "._ref",
+    "BRUTAL_KILL": "._supspec",
+    "Backoff": "._supspec",
     "BlockingActorRef": "._blocking",
     "BlockingRuntime": "._blocking",
+    "ChildCounts": "._supchild",
+    "ChildInfo": "._supchild",
+    "ChildSpec": "._supspec",
+    "Heartbeat": "._supspec",
     "RemoteMethod": "._ref",
     "RemoteStream": "._calls",
+    "Restart": "._supspec",
     "Runtime": "._runtime",
     "SpawnOptions": "._options",
+    "Strategy": "._supspec",
+    "SupervisedRef": "._supref",
+    "Supervisor": "._supspec",
+    "SupervisorHandle": "._supervisor",
+    "SupervisorStats": "._supchild",
+    "exit_actor": "._exit",
+    "idempotent": "._supspec",
 }
 
 

@@ -46,6 +46,8 @@ from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
 from ._calls import CallTable, on_asyncio
+from ..transport import TransportSession
+from ._oob import decode_with_fds, encode_with_fds, receive_fds
 from ._peercred import send_credentials
 from ._pump import Pump
 from ._ref import ActorRef
@@ -277,6 +279,9 @@ class ActorServer:
         _current = self
         self.boot = boot
         self.channel = channel
+        if channel is not None:
+            # Fds a header announces are already there: never wait long.
+            channel.settimeout(10.0)
         self.actor_id: int = boot["actor_id"]
         self.name: str = boot["name"]
         self.codec = Codec()
@@ -300,7 +305,9 @@ class ActorServer:
         self._init_event: Any = None
         self._stop_event: Any = None
         self._stopping = False
-        self.transport: Any = None
+        self.transport = TransportSession(
+            send_control=lambda peer, body: self._send(Kind.TRANSPORT, 0, peer, body)
+        )
 
     # -- endpoint protocol for ActorRefs held inside this actor ------------------
 
@@ -323,7 +330,7 @@ class ActorServer:
             self.pump.send(encode_header(kind, call_id, peer))
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
-        data = self.codec.encode(body, ectx)
+        data = encode_with_fds(self.codec, body, self.channel, ectx)
         self.pump.send(encode_header(kind, call_id, peer, len(ectx.fds)) + data)
 
     def _send_error(self, peer: int, call_id: int, exc: BaseException) -> None:
@@ -372,10 +379,17 @@ class ActorServer:
                 tg.cancel_scope.cancel()
                 return
             self._send(Kind.READY, 0, HOST, self.methods)
+            self.transport.peer_connected(HOST)
+            tg.start_soon(self._transport_ticker)
             await self._stop_event.wait()
             self.pump.flush()
             self.pump.closed = True
             tg.cancel_scope.cancel()
+
+    async def _transport_ticker(self) -> None:
+        while True:
+            await anyio.sleep(0.5)
+            self.transport.flush()
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -420,10 +434,15 @@ class ActorServer:
             print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
             return
         body: Any = None
+        try:
+            fds = receive_fds(self.channel, header.nfds)
+        except ProtocolError as exc:
+            print(f"pyisolate: dropped a message: {exc}", file=sys.stderr)
+            return
         if len(frame) > HEADER_SIZE:
             try:
                 dctx = DecodeContext(peer=header.peer, session=self.transport, endpoint=self)
-                body = self.codec.decode(memoryview(frame)[HEADER_SIZE:], dctx)
+                body = decode_with_fds(self.codec, memoryview(frame)[HEADER_SIZE:], fds, dctx)
             except ProtocolError as exc:
                 if header.kind in (Kind.CALL, Kind.STREAM):
                     self._send_error(header.peer, header.call_id, exc)
@@ -460,8 +479,14 @@ class ActorServer:
         elif kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END):
             self.calls.dispatch(kind, call_id, body)
         elif kind is Kind.TRANSPORT:
-            if self.transport is not None:
-                self.transport.handle_control(peer, body)
+            if isinstance(body, dict) and body.get("op") == "peer_died" and peer == HOST:
+                self.transport.peer_died(int(body.get("peer", -1)))
+            else:
+                try:
+                    self.transport.handle_control(peer, body)
+                except Exception as exc:
+                    print(f"pyisolate: bad transport message from {peer}: {exc}",
+                          file=sys.stderr)
         elif kind is Kind.REFUSED:
             print(f"pyisolate: the host refused this actor: {body}", file=sys.stderr)
             os._exit(71)

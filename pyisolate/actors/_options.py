@@ -40,6 +40,12 @@ class SpawnOptions:
     * ``call_timeout``: default timeout of every call through the reference.
     * ``backend``: the actor's event loop, ``"asyncio"`` or ``"trio"``.
     * ``cwd``: the actor's working directory (default: the host's).
+    * ``template``: fork the actor from a warm template process instead of
+      starting an interpreter (a fork plus the constructor: milliseconds, and
+      pages shared with the template). Actors spawned this way with the same
+      settings share the template's sandbox (its namespaces and private
+      ``/tmp``) and uid: they are isolated from the host, not from each other.
+      Supervisors give each child a template of its own instead.
     """
 
     python: str | None = None
@@ -51,6 +57,7 @@ class SpawnOptions:
     call_timeout: float | None = None
     backend: str = "asyncio"
     cwd: str | None = None
+    template: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.sync_threads < 1:

@@ -45,13 +45,17 @@ from .._wire import (
 from .._wire._envelope import HOST
 from ..errors import (
     ActorClosedError,
+    ActorError,
     ActorDiedError,
     ActorStartError,
     ProtocolError,
+    TransportError,
 )
 from ._calls import CallTable
 from ..sandbox import SandboxMode, SandboxPolicy, build_launch
 from ._options import SpawnOptions, default_compute_threads
+from ..transport import TransportSession
+from ._oob import decode_with_fds, encode_with_fds, forward_fds, receive_fds
 from ._peercred import enable_credentials, read_credentials
 from ._process import ActorProcess, describe_exit, python_command
 from ._ref import ActorRef
@@ -69,6 +73,7 @@ _FORWARDABLE = frozenset({Kind.CALL, Kind.CAST, Kind.STREAM, Kind.REPLY, Kind.ER
 _FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
 _DISCONNECT_GRACE = 1.0
 _KILL_GRACE = 2.0
+_TRANSPORT_TICK = 0.5
 _BATCH = bytes([Kind.BATCH])
 
 
@@ -81,6 +86,7 @@ class _Record:
     token: bytes
     options: SpawnOptions
     init_body: bytes
+    init_nfds: int = 0
     process: ActorProcess | None = None
     routing: bytes | None = None
     state: str = "starting"  # starting -> running -> stopping -> stopped | dead
@@ -97,7 +103,7 @@ class _Record:
 
     def closed_error(self) -> BaseException:
         if self.state in ("stopping", "stopped"):
-            return ActorClosedError(f"actor {self.name!r} was stopped", actor=self.name)
+            return ActorClosedError(f"actor {self.name!r} has stopped", actor=self.name)
         if self.death is not None:
             return _copy_error(self.death)
         return ActorClosedError(f"actor {self.name!r} is not running", actor=self.name)
@@ -174,9 +180,13 @@ class Runtime:
         # a monitor socket without the peer's identity: probe who is gone.
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._monitor_pump = Pump(self._monitor, self._on_monitor_event)
+        self.transport = TransportSession(
+            send_control=self._send_transport_control, workdir=str(self._dir.path)
+        )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._pump.run)
+        self._tg.start_soon(self._transport_ticker)
         self._tg.start_soon(self._monitor_pump.run)
         self._open = True
         return self
@@ -196,6 +206,7 @@ class Runtime:
                 # any) propagates unwrapped from the caller's ``async with``.
                 await self._tg.__aexit__(None, None, None)
             finally:
+                self.transport.close()
                 for record in self._records.values():
                     self._close_channel(record)
                 self._router.disable_monitor()
@@ -236,7 +247,7 @@ class Runtime:
         sandbox: SandboxArg | None = None,
         options: SpawnOptions | None = None,
         _reuse_id: int | None = None,
-        _template: bool = False,
+        _template: Any = False,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor process running ``target(*args, **kwargs)``; return its
@@ -261,14 +272,21 @@ class Runtime:
         if any(r.name == name and r.state in ("starting", "running")
                for r in self._records.values()):
             raise ValueError(f"an actor named {name!r} is already running")
-        # Encode the constructor arguments first: an argument that cannot be
-        # sent raises TypeError here, before a process is started.
-        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
-        init_body = self._codec.encode([list(args), kwargs], ectx)
         mode, policy = _sandbox_setting(sandbox) if sandbox is not None else self.sandbox
-        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
-        self._records[actor_id] = record
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Encode the constructor arguments first: an argument that cannot be
+        # sent raises TypeError here, before a process is started. Their
+        # tensors' fds wait in the side channel until the actor reads them.
+        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
+        try:
+            init_body = encode_with_fds(self._codec, [list(args), kwargs], host_end, ectx)
+        except BaseException:
+            host_end.close()
+            child_end.close()
+            raise
+        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
+        record.init_nfds = len(ectx.fds)
+        self._records[actor_id] = record
         host_end.setblocking(False)
         enable_credentials(host_end)
         record.channel = host_end
@@ -299,12 +317,14 @@ class Runtime:
             ro_binds.append(os.path.dirname(main_path))
         if opts.python:
             ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
-        if _template or getattr(opts, "template", False):
+        if _template is not False or opts.template:
             # Fork from a warm template (see _template); None: it went cold.
+            # A non-boolean ``_template`` scopes the template to one owner.
             from ._template import spawn_forked
 
+            scope = None if isinstance(_template, bool) else _template
             forked = await spawn_forked(self, record, boot, mode, policy, opts, ro_binds,
-                                        child_end, _PKG_ROOT)
+                                        child_end, _PKG_ROOT, scope=scope)
             if forked is not None:
                 return forked  # type: ignore[no-any-return]
         try:
@@ -383,7 +403,9 @@ class Runtime:
                 + (f"; its stderr ended with:\n{tail}" if tail else ""),
                 actor=record.name,
             )
-        if was in ("stopping", "stopped"):
+        if was in ("stopping", "stopped") or (was == "running" and code == 0):
+            # Exit status 0 from a running actor is the actor ending itself
+            # (exit_actor()): a normal stop, not a death.
             record.state = "stopped"
         else:
             record.state = "dead"
@@ -411,6 +433,28 @@ class Runtime:
                 self._raw_send(other, Kind.CANCEL, call_id, record.id)
         if self.transport is not None:
             self.transport.peer_died(record.id)
+            # Actors that exchanged tensors with it release what they hold for it.
+            for other in self._records.values():
+                if other.state == "running" and other.routing is not None:
+                    try:
+                        self._send_to(Kind.TRANSPORT, 0, other.id,
+                                      {"op": "peer_died", "peer": record.id})
+                    except ActorError:
+                        pass
+
+    # -- transport ---------------------------------------------------------------
+
+    def _send_transport_control(self, peer: int, body: Any) -> None:
+        try:
+            self._send_to(Kind.TRANSPORT, 0, peer, body)
+        except ActorError:
+            pass  # the peer is gone; peer_died releases what it held
+
+    async def _transport_ticker(self) -> None:
+        # Releases queued by garbage collection (CUDA IPC) leave from here.
+        while True:
+            await anyio.sleep(_TRANSPORT_TICK)
+            self.transport.flush()
 
     # -- endpoint protocol (used by ActorRef) -------------------------------------
 
@@ -509,7 +553,7 @@ class Runtime:
             self._raw_send(record, kind, call_id, HOST)
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
-        data = self._codec.encode(body, ectx)
+        data = encode_with_fds(self._codec, body, record.channel, ectx)
         self._emit(record, encode_header(kind, call_id, HOST, len(ectx.fds)) + data)
 
     def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
@@ -595,13 +639,17 @@ class Runtime:
     def _route_one(self, record: _Record, frame: bytes) -> None:
         try:
             header = decode_header(frame)
+            fds = receive_fds(record.channel, header.nfds)
             if header.peer != HOST:
-                self._forward(record, header.kind, header.call_id, header.peer, frame)
+                self._forward(record, header.kind, header.call_id, header.peer, frame, fds)
                 return
             body = None
             if len(frame) > HEADER_SIZE:
                 dctx = DecodeContext(peer=record.id, session=self.transport, endpoint=self)
-                body = self._codec.decode(memoryview(frame)[HEADER_SIZE:], dctx)
+                body = decode_with_fds(self._codec, memoryview(frame)[HEADER_SIZE:], fds, dctx)
+            elif fds:
+                forward_fds(fds, None)  # closes them: fds without a body to use them
+                raise ProtocolError("file descriptors sent without a body")
             self._handle(record, header.kind, header.call_id, body)
         except ProtocolError as exc:
             self._cut_off(record, exc)
@@ -642,7 +690,7 @@ class Runtime:
         if record.channel is not None and record.process is not None:
             # Sent before the HELLO, so it is waiting on the side channel now.
             record.process.actor_pid = read_credentials(record.channel)
-        self._raw_send(record, Kind.CALL, 0, HOST, record.init_body)
+        self._emit(record, encode_header(Kind.CALL, 0, HOST, record.init_nfds) + record.init_body)
 
     def _refuse(self, routing: bytes, reason: str) -> None:
         log.warning("pyisolate: refused a connection: %s", reason)
@@ -663,6 +711,7 @@ class Runtime:
                                   default_timeout=record.options.call_timeout)
             record.state = "running"
             record.ready.set()
+            self.transport.peer_connected(record.id)
         elif kind is Kind.START_FAILED and record.state == "starting":
             record.start_error = _start_error(record.name, body)
             record.ready.set()
@@ -677,10 +726,18 @@ class Runtime:
             raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
 
     def _forward(self, src: _Record, kind: Kind, call_id: int, peer: int,
-                 frame: bytes) -> None:
+                 frame: bytes, fds: list[int]) -> None:
         if kind not in _FORWARDABLE:
+            forward_fds(fds, None)
             raise ProtocolError(f"{kind.name} cannot be sent to another actor")
         dst = self._records.get(peer)
+        if dst is not None and fds:
+            try:
+                forward_fds(fds, dst.channel)
+            except TransportError:
+                dst = None  # its channel is gone with it
+        elif fds:
+            forward_fds(fds, None)
         if dst is None or dst.routing is None or dst.state != "running":
             if kind in (Kind.CALL, Kind.STREAM):
                 error = (dst.closed_error() if dst is not None
@@ -692,7 +749,7 @@ class Runtime:
         elif kind in _FINAL:
             src.inbound.discard((dst.id, call_id))
         # Re-stamp the header with the true source; the body travels unread.
-        restamped = encode_header(kind, call_id, src.id) + frame[HEADER_SIZE:]
+        restamped = encode_header(kind, call_id, src.id, len(fds)) + frame[HEADER_SIZE:]
         try:
             self._emit(dst, restamped)
         except ActorDiedError as exc:

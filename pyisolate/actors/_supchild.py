@@ -31,6 +31,10 @@ __all__ = ["ChildCounts", "ChildInfo", "SupervisorStats"]
 WAITING = frozenset({"new", "running", "restarting", "stopping"})
 
 
+def _until(deadline: float) -> float:
+    return math.inf if deadline == math.inf else max(0.0, deadline - anyio.current_time())
+
+
 @attrs.define
 class SupervisorStats:
     """Counters of one supervisor since it started (read ``handle.stats``)."""
@@ -116,6 +120,14 @@ class Slot:
         return ChildInfo(self.id, ref, "supervisor" if self.spec.is_supervisor else "worker",
                          self.spec.restart, self.status, self.restarts)
 
+    async def wait_past(self, incarnation: int, deadline: float) -> None:
+        """Return once the supervisor has handled the end of ``incarnation``
+        (a call that failed on it is then retried on the next one)."""
+        while (self.incarnation == incarnation and self.status == "running"
+               and self.successor is None and not self.owner.done):
+            with anyio.fail_after(_until(deadline)):
+                await self.changed.wait()
+
     async def wait_up(self, deadline: float) -> None:
         """Return once an incarnation runs (see ``_supref.Slot``)."""
         while not self.is_up():
@@ -138,6 +150,5 @@ class Slot:
                 record = self.record()
                 cause = owner.failure or (record.death if record is not None else None)
                 raise error from cause
-            with anyio.fail_after(max(0.0, deadline - anyio.current_time())
-                                  if deadline != math.inf else math.inf):
+            with anyio.fail_after(_until(deadline)):
                 await event.wait()

@@ -237,7 +237,9 @@ class SupervisorHandle:
             rt = self.runtime
             ref = await rt.spawn(spec.target, *spec.args, name=f"{self.prefix}{spec.id}",
                                  options=spec.options, sandbox=spec.sandbox,
-                                 _reuse_id=slot.actor_id, _template=spec.template,
+                                 _reuse_id=slot.actor_id,
+                                 # A template of its own: siblings never share a sandbox.
+                                 _template=("child", slot.actor_id) if spec.template else False,
                                  **spec.kwargs)
             if slot.ref is None:
                 slot.ref = SupervisedRef(rt, ref.id, ref.name, ref.methods,

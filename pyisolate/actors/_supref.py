@@ -11,16 +11,14 @@ ActorDiedError (at most once); only methods marked idempotent are sent again.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from ..errors import ActorDiedError
 from ._calls import RemoteStream
 from ._ref import DEFAULT_WINDOW, ActorRef, Endpoint
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["SupervisedRef"]
 
@@ -29,6 +27,10 @@ class Slot(Protocol):
     """What a supervised reference needs from its supervisor's child slot."""
 
     idempotent: frozenset[str]
+    incarnation: int
+
+    async def wait_past(self, incarnation: int, deadline: float) -> None:
+        """Return once the supervisor has handled the end of ``incarnation``."""
 
     async def wait_up(self, deadline: float) -> None:
         """Return once an incarnation runs; TimeoutError past ``deadline``;
@@ -65,6 +67,7 @@ class SupervisedRef(ActorRef):
         retry = method in self._slot.idempotent
         while True:
             await self._slot.wait_up(deadline)
+            incarnation = self._slot.incarnation
             remaining = _remaining(deadline)
             try:
                 return await self._endpoint.calls.call(
@@ -72,8 +75,14 @@ class SupervisedRef(ActorRef):
                     math.inf if remaining is None else remaining,
                 )
             except ActorDiedError:
+                # The send itself may fail at once (the peer's connection is
+                # gone): checkpoint, or a caller looping on errors starves the
+                # task that will notice the death.
+                await anyio.lowlevel.checkpoint()
                 if not retry or anyio.current_time() >= deadline:
                     raise
+            # Retry on the next incarnation, not on the one that just died.
+            await self._slot.wait_past(incarnation, deadline)
 
     async def cast(self, method: str, /, *args: Any, **kwargs: Any) -> None:
         await self._slot.wait_up(_deadline(self.default_timeout))

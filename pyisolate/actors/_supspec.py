@@ -147,6 +147,9 @@ class ChildSpec:
     crash, in addition to those marked with :func:`idempotent`. ``template``
     forks the actor from a warm template process (see ``_template``): a
     restart then costs a fork and the constructor, not a Python start-up.
+    Each supervised child gets a template (and so a sandbox) of its own, so
+    isolation between children is the same as with cold starts; the price is
+    one idle template process per child.
     """
 
     id: str

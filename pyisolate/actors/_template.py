@@ -244,13 +244,14 @@ def _preload_for(target: str) -> list[str]:
 
 async def spawn_forked(rt: Runtime, record: _Record, boot: dict[str, Any], mode: Any,
                        policy: Any, opts: Any, ro_binds: list[str],
-                       child_end: socket.socket, pkg_root: str) -> Any:
+                       child_end: socket.socket, pkg_root: str, scope: Any = None) -> Any:
     """Spawn ``record``'s actor from a template; None: start it cold instead."""
     if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
         log.debug("actor %r starts cold: no fork on %s", record.name, sys.platform)
         return None
     env = rt._child_env(opts)
-    key = (str(mode), repr(policy), opts.python, tuple(sorted(env.items())), tuple(ro_binds))
+    key = (str(mode), repr(policy), opts.python, tuple(sorted(env.items())), tuple(ro_binds),
+           scope)
     pool: TemplatePool = rt.__dict__.setdefault("_template_pool", TemplatePool(rt))
     plan_args = {"python": opts.python, "pkg_root": pkg_root if opts.python is None else "",
                  "policy": policy, "mode": mode, "env": env, "ro_binds": ro_binds,

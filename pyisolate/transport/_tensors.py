@@ -90,7 +90,7 @@ def _sent_state(ctx: Any) -> _Sent:
 def _received_state(ctx: Any) -> _Received:
     key = id(ctx)
     found = _received.get(key)
-    if found is not None and found[0]() is ctx and found[1].fds is ctx.fds:
+    if found is not None and found[0]() is ctx and found[1].fds is getattr(ctx, "fds", None):
         return found[1]
 
     def forget(_ref: Any) -> None:
@@ -393,8 +393,13 @@ def _numpy_dtype(np: Any, descr: Any) -> Any:
             return d
         fields = []
         for name, sub, *shape in d:
-            fields.append((tuple(name) if isinstance(name, list) else name, as_tuples(sub),
-                           *(tuple(x) for x in shape)))
+            fields.append(
+                (
+                    tuple(name) if isinstance(name, list) else name,
+                    as_tuples(sub),
+                    *(tuple(x) for x in shape),
+                )
+            )
         return fields
 
     try:

@@ -7,7 +7,12 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from sandbox_helpers import RunScript, run_script
+
+# The helpers module sits beside this file; the package layout keeps this
+# conftest from shadowing the root one, so put its directory on the path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sandbox_helpers import RunScript, run_script  # noqa: E402
 
 from pyisolate.sandbox import detect
 

@@ -68,24 +68,32 @@ Roundtrip = Callable[..., Any]
 
 
 @pytest.fixture
-def roundtrip(codec: Codec, fdpair: tuple[socket.socket, socket.socket], tmp_path: Any) -> Roundtrip:
+def roundtrip(
+    codec: Codec, fdpair: tuple[socket.socket, socket.socket], tmp_path: Any
+) -> Roundtrip:
     """``roundtrip(value, transport=None, session=None)``: encode, pass the fds
     through a real socketpair, decode, close what nobody took."""
     sessions: list[T.TransportSession] = []
 
-    def run(value: Any, transport: str | None = None, session: T.TransportSession | None = None,
-            **session_kwargs: Any) -> Any:
+    def run(
+        value: Any,
+        transport: str | None = None,
+        session: T.TransportSession | None = None,
+        **session_kwargs: Any,
+    ) -> Any:
         if session is None:
             session = T.TransportSession(
-                send_control=lambda peer, body: None, transport=transport,
-                workdir=str(tmp_path), **session_kwargs,
+                send_control=lambda peer, body: None,
+                transport=transport,
+                workdir=str(tmp_path),
+                **session_kwargs,
             )
             sessions.append(session)
         ctx = EncodeContext(peer=1, session=session)
         body = codec.encode(value, ctx)
         T.send_fds(fdpair[0], ctx.fds)
         nfds = len(ctx.fds)
-        del ctx  # message sent: the exporter's fds close now
+        ctx.keepalive.clear()  # the core's contract: message sent, exporter fds may close
         _tag, fds = T.recv_fds(fdpair[1], nfds)
         dctx = DecodeContext(peer=0, fds=fds, session=session)
         try:

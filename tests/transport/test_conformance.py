@@ -37,21 +37,29 @@ def test_conformance(name: str, socket_carry, tmp_path) -> None:  # type: ignore
     def make_pair() -> testing.TransportPair:
         if name == "fake":
             return fake, fake, socket_carry
-        factories = {"inline": T.InlineTransport, "shm": T.ShmTransport,
-                     "file": lambda: T.FileTransport(str(tmp_path))}
+        factories = {
+            "inline": T.InlineTransport,
+            "shm": T.ShmTransport,
+            "file": lambda: T.FileTransport(str(tmp_path)),
+        }
         return factories[name](), factories[name](), socket_carry
 
     testing.check_transport(make_pair)
     assert not os.listdir(tmp_path), "the file transport left a file behind"
 
 
-def test_conformance_cuda_ipc_protocol_on_fake_backend(monkeypatch: pytest.MonkeyPatch, socket_carry) -> None:  # type: ignore[no-untyped-def]
+def test_conformance_cuda_ipc_protocol_on_fake_backend(
+    monkeypatch: pytest.MonkeyPatch, socket_carry
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PYISOLATE_ENABLE_CUDA_IPC", "1")
     backend = testing.FakeCudaIpcBackend()
 
     def make_pair() -> testing.TransportPair:
-        return (CudaIpcTransport(_NoControl(), backend), CudaIpcTransport(_NoControl(), backend),
-                socket_carry)
+        return (
+            CudaIpcTransport(_NoControl(), backend),
+            CudaIpcTransport(_NoControl(), backend),
+            socket_carry,
+        )
 
     testing.check_transport(make_pair, device="fake", copy_on_write=False)
 
@@ -65,7 +73,9 @@ def test_conformance_cuda_ipc_real(monkeypatch: pytest.MonkeyPatch) -> None:
     producer, consumer = CudaIpcTransport(_NoControl()), CudaIpcTransport(_NoControl())
     t = torch.arange(1000, device="cuda", dtype=torch.float32)
     storage = t.untyped_storage()
-    exported = producer.export(T.Region(storage.nbytes(), lambda b: None, device=str(t.device),
-                                        storage=storage, owner=t), peer=1)
+    exported = producer.export(
+        T.Region(storage.nbytes(), lambda b: None, device=str(t.device), storage=storage, owner=t),
+        peer=1,
+    )
     imported = consumer.import_(exported.handle, [], peer=0)
     assert imported.storage.nbytes() == storage.nbytes()

@@ -48,7 +48,7 @@ def test_truncated_fds_are_closed_and_reported() -> None:
     try:
         with a, b:
             send_fds(a, mine)
-            with pytest.raises(TransportError, match="truncated|expected"):
+            with pytest.raises(TransportError, match=r"truncated|expected"):
                 recv_fds(b, 2)
     finally:
         for fd in mine:

@@ -17,8 +17,20 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 TRANSPORTS = ["inline", "shm", "file"]
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
-          torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128]
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+]
 
 
 def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
@@ -26,8 +38,10 @@ def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_importing_transport_imports_neither_torch_nor_numpy() -> None:
-    code = ("import sys, pyisolate.transport, pyisolate._internal.tensor_serializer;"
-            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    code = (
+        "import sys, pyisolate.transport, pyisolate._internal.tensor_serializer;"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -42,7 +56,13 @@ def test_every_dtype(roundtrip, transport: str, dtype) -> None:  # type: ignore[
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_views_keep_layout_and_values(roundtrip, transport: str) -> None:  # type: ignore[no-untyped-def]
     base = torch.randn(64, 80, 3)
-    views = [base.transpose(0, 1), base[::3, 5:, 1], base[7], base.permute(2, 0, 1), base.expand(2, 64, 80, 3)]
+    views = [
+        base.transpose(0, 1),
+        base[::3, 5:, 1],
+        base[7],
+        base.permute(2, 0, 1),
+        base.expand(2, 64, 80, 3),
+    ]
     got = roundtrip(views, transport)
     for v, g in zip(views, got, strict=True):
         assert _same(g, v) and g.stride() == v.stride()
@@ -50,11 +70,16 @@ def test_views_keep_layout_and_values(roundtrip, transport: str) -> None:  # typ
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_zero_size_scalars_and_nesting(roundtrip, transport: str) -> None:  # type: ignore[no-untyped-def]
-    value = {"a": [torch.zeros(0, 5), (torch.tensor(3.5), torch.empty(2, 0, dtype=torch.bfloat16))],
-             "b": {"deep": [[torch.arange(100000)]]}, "n": np.zeros((0,), np.int8)}
+    value = {
+        "a": [torch.zeros(0, 5), (torch.tensor(3.5), torch.empty(2, 0, dtype=torch.bfloat16))],
+        "b": {"deep": [[torch.arange(100000)]]},
+        "n": np.zeros((0,), np.int8),
+    }
     got = roundtrip(value, transport)
     assert _same(got["a"][0], value["a"][0]) and _same(got["a"][1][0], value["a"][1][0])
-    assert got["a"][1][1].shape == (2, 0) and _same(got["b"]["deep"][0][0], value["b"]["deep"][0][0])
+    assert got["a"][1][1].shape == (2, 0) and _same(
+        got["b"]["deep"][0][0], value["b"]["deep"][0][0]
+    )
     assert got["n"].shape == (0,)
 
 
@@ -66,17 +91,24 @@ def test_conj_and_neg_views_are_resolved(roundtrip) -> None:  # type: ignore[no-
 def test_requires_grad(roundtrip) -> None:  # type: ignore[no-untyped-def]
     leaf = torch.nn.Parameter(torch.randn(50_000))
     got = roundtrip(leaf, "shm")
-    assert type(got) is torch.Tensor and got.requires_grad and got.is_leaf and torch.equal(got, leaf)
-    with pytest.raises(TypeError, match="non-leaf.*detach"):
+    assert (
+        type(got) is torch.Tensor and got.requires_grad and got.is_leaf and torch.equal(got, leaf)
+    )
+    with pytest.raises(TypeError, match=r"non-leaf.*detach"):
         roundtrip(leaf * 2, "shm")
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: torch.randn(3, 3).to_sparse(), lambda: torch.empty(3, device="meta"),
-             lambda: torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8),
-             lambda: np.array([object()])],
+    "make",
+    [
+        lambda: torch.randn(3, 3).to_sparse(),
+        lambda: torch.empty(3, device="meta"),
+        lambda: torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8),
+        lambda: np.array([object()]),
+    ],
     ids=["sparse", "meta", "quantized", "object-array"],
 )
+@pytest.mark.filterwarnings("ignore:.*quantized:UserWarning")
 def test_objects_that_cannot_move_raise_typeerror_naming_them(roundtrip, make) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TypeError, match="cannot send"):
         roundtrip(make(), "shm")
@@ -142,7 +174,9 @@ def test_many_tensors_in_one_message(roundtrip) -> None:  # type: ignore[no-unty
     assert all(_same(a, b) for a, b in zip(got, ts, strict=True))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     dtype=st.sampled_from(DTYPES),
     shape=st.lists(st.integers(0, 9), min_size=0, max_size=4),
@@ -166,7 +200,13 @@ def test_hostile_layout_is_refused(codec, roundtrip) -> None:  # type: ignore[no
     body = codec.encode(torch.zeros(4), EncodeContext(session=session))
     ext = msgpack.unpackb(body, raw=False)
     inner = msgpack.unpackb(ext.data, raw=False)
-    for change in ({"sh": [1000]}, {"so": 3}, {"st": [-1]}, {"dt": "__class__"}, {"x": {"fd": 5, "nfd": 1}}):
+    for change in (
+        {"sh": [1000]},
+        {"so": 3},
+        {"st": [-1]},
+        {"dt": "__class__"},
+        {"x": {"fd": 5, "nfd": 1}},
+    ):
         bad = msgpack.packb(msgpack.ExtType(ext.code, msgpack.packb({**inner, **change})))
         with pytest.raises(ProtocolError):
             codec.decode(bad, DecodeContext(session=session))

@@ -1,0 +1,56 @@
+"""Small helpers shared by the supervision tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from sup_actors import Worker
+
+from pyisolate.actors._supspec import ChildSpec, Heartbeat, Restart
+
+FAST_HEARTBEAT = Heartbeat(interval=0.1, timeout=0.3, tolerance=2)
+
+
+def worker(cid: str, journal: Path | None = None, restart: Restart = Restart.PERMANENT,
+           **kwargs: Any) -> ChildSpec:
+    return ChildSpec(cid, Worker, kwargs={"tag": cid, "journal": str(journal) if journal else None,
+                                          **kwargs.pop("ctor", {})},
+                     restart=restart, **kwargs)
+
+
+def lines(journal: Path) -> list[str]:
+    return journal.read_text().splitlines()
+
+
+def signal_actor(rt: Any, ref: Any, sig: int) -> int:
+    pid = rt.process_id(ref)
+    assert pid is not None
+    os.kill(pid, sig)
+    return int(pid)
+
+
+def resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+async def eventually(check: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Await ``check()`` (sync or async) until it returns a truthy value."""
+    import inspect
+
+    import anyio
+
+    deadline = anyio.current_time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if anyio.current_time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
+        await anyio.sleep(interval)
