@@ -54,7 +54,6 @@ class Limits:
     max_depth: int = 32
 
 
-@attrs.define
 class EncodeContext:
     """State of one encode: file descriptors to send beside the envelope and
     objects to keep alive until the message is sent.
@@ -62,39 +61,52 @@ class EncodeContext:
     ``fds`` are owned by their exporters; the channel only borrows them.
     ``peer`` is the destination's peer id (the transport may pick per peer).
     ``session`` is the transport session, ``endpoint`` the runtime side that
-    encodes actor references.
+    encodes actor references. (A plain slotted class: one is made per message.)
     """
 
-    peer: int = 0
-    fds: list[int] = attrs.Factory(list)
-    keepalive: list[Any] = attrs.Factory(list)
-    session: Any = None
-    endpoint: Any = None
+    __slots__ = ("__weakref__", "endpoint", "fds", "keepalive", "peer", "session")
+
+    def __init__(self, peer: int = 0, session: Any = None, endpoint: Any = None) -> None:
+        self.peer = peer
+        self.fds: list[int] = []
+        self.keepalive: list[Any] = []
+        self.session = session
+        self.endpoint = endpoint
 
 
-@attrs.define
 class DecodeContext:
     """State of one decode: file descriptors that arrived with the message (the
     decoder takes ownership of those it uses) and the runtime-side hooks that
     extension decoders need: ``session`` (transport) and ``endpoint`` (which
     turns an actor id into a reference that can be called from here)."""
 
-    peer: int = 0
-    fds: list[int] = attrs.Factory(list)
-    session: Any = None
-    endpoint: Any = None
-    depth: int = 0
+    __slots__ = ("__weakref__", "depth", "endpoint", "fds", "peer", "session")
+
+    def __init__(
+        self,
+        peer: int = 0,
+        fds: list[int] | None = None,
+        session: Any = None,
+        endpoint: Any = None,
+    ) -> None:
+        self.peer = peer
+        self.fds: list[int] = fds if fds is not None else []
+        self.session = session
+        self.endpoint = endpoint
+        self.depth = 0
 
 
 Encoder = Callable[[Any, EncodeContext], bytes]
 Decoder = Callable[[bytes, DecodeContext], Any]
 
 
-@attrs.define
 class _Entry:
-    code: int
-    encode: Encoder
-    decode: Decoder
+    __slots__ = ("code", "decode", "encode")
+
+    def __init__(self, code: int, encode: Encoder, decode: Decoder) -> None:
+        self.code = code
+        self.encode = encode
+        self.decode = decode
 
 
 class ExtRegistry:
@@ -109,23 +121,31 @@ class ExtRegistry:
         self._by_type: dict[type, _Entry] = {}
         self._by_name: dict[str, _Entry] = {}
         self._by_code: dict[int, _Entry] = {}
+        self._key_by_code: dict[int, str] = {}
 
     def register(self, cls: type | str, code: int, encode: Encoder, decode: Decoder) -> None:
         """Register ``cls`` (a class, or its ``module.Qualname``) under ``code``.
 
-        Registering the same code twice with another decoder is an error.
+        Registering the same type again replaces its entry; giving a code that
+        another type holds is an error.
         """
         if not 0 <= code <= 127:
             raise ValueError(f"extension code must be in 0..127, not {code}")
+        key = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+        holder = self._key_by_code.get(code)
+        if holder is not None and holder != key:
+            raise ValueError(f"extension code {code} is already registered for {holder}")
         entry = _Entry(code, encode, decode)
-        existing = self._by_code.get(code)
-        if existing is not None and existing.decode is not decode:
-            raise ValueError(f"extension code {code} is already registered")
+        self._key_by_code[code] = key
         self._by_code[code] = entry
         if isinstance(cls, str):
             self._by_name[cls] = entry
         else:
             self._by_type[cls] = entry
+        # Resolutions cached from the previous entry must not survive it.
+        for cached, old in list(self._by_type.items()):
+            if old.code == code and old is not entry:
+                del self._by_type[cached]
 
     def lookup(self, cls: type) -> _Entry | None:
         entry = self._by_type.get(cls)
@@ -149,6 +169,7 @@ class ExtRegistry:
         new._by_type = dict(self._by_type)
         new._by_name = dict(self._by_name)
         new._by_code = dict(self._by_code)
+        new._key_by_code = dict(self._key_by_code)
         return new
 
 

@@ -46,8 +46,7 @@ from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
 from ._calls import CallTable, on_asyncio
-from ..transport import TransportSession
-from ._oob import decode_with_fds, encode_with_fds, receive_fds
+from ._oob import LazySession, decode_with_fds, encode_with_fds, receive_fds
 from ._peercred import send_credentials
 from ._pump import Pump
 from ._ref import ActorRef
@@ -305,9 +304,7 @@ class ActorServer:
         self._init_event: Any = None
         self._stop_event: Any = None
         self._stopping = False
-        self.transport = TransportSession(
-            send_control=lambda peer, body: self._send(Kind.TRANSPORT, 0, peer, body)
-        )
+        self.transport = LazySession(self._new_transport_session)
 
     # -- endpoint protocol for ActorRefs held inside this actor ------------------
 
@@ -379,17 +376,26 @@ class ActorServer:
                 tg.cancel_scope.cancel()
                 return
             self._send(Kind.READY, 0, HOST, self.methods)
-            self.transport.peer_connected(HOST)
             tg.start_soon(self._transport_ticker)
             await self._stop_event.wait()
             self.pump.flush()
             self.pump.closed = True
             tg.cancel_scope.cancel()
 
+    def _new_transport_session(self) -> Any:
+        from ..transport import TransportSession
+
+        session = TransportSession(
+            send_control=lambda peer, body: self._send(Kind.TRANSPORT, 0, peer, body)
+        )
+        session.peer_connected(HOST)
+        return session
+
     async def _transport_ticker(self) -> None:
         while True:
             await anyio.sleep(0.5)
-            self.transport.flush()
+            if self.transport.started:
+                self.transport.flush()
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -480,7 +486,8 @@ class ActorServer:
             self.calls.dispatch(kind, call_id, body)
         elif kind is Kind.TRANSPORT:
             if isinstance(body, dict) and body.get("op") == "peer_died" and peer == HOST:
-                self.transport.peer_died(int(body.get("peer", -1)))
+                if self.transport.started:
+                    self.transport.peer_died(int(body.get("peer", -1)))
             else:
                 try:
                     self.transport.handle_control(peer, body)

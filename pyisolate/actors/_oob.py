@@ -13,14 +13,82 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import importlib
+import os
+from collections.abc import Callable
+
 from .._wire import Codec, DecodeContext, EncodeContext, default_registry
 from ..errors import ProtocolError, TransportError
-from ..transport import close_unused_fds, install, recv_fds, send_fds
+from ..transport._fdpass import recv_fds, send_fds
 
-__all__ = ["decode_with_fds", "encode_with_fds", "forward_fds", "receive_fds"]
+__all__ = [
+    "LazySession",
+    "close_unused_fds",
+    "decode_with_fds",
+    "encode_with_fds",
+    "forward_fds",
+    "receive_fds",
+]
 
-# Tensors, arrays and OutOfBand buffers travel through every codec here.
-install(default_registry)
+# Tensors, arrays and OutOfBand buffers travel through every codec. They are
+# registered by name with stubs that import the transport on first use, so an
+# actor that never moves a tensor never imports it (nor torch, nor numpy).
+_EXTENSIONS = {
+    # qualified type name: (code, encoder name, decoder name) in transport._tensors
+    "torch.Tensor": (8, "_encode_tensor", "_decode_tensor"),
+    "numpy.ndarray": (9, "_encode_ndarray", "_decode_ndarray"),
+    "pyisolate.transport._tensors.OutOfBand": (10, "_encode_oob", "_decode_oob"),
+}
+
+
+def _tensors() -> Any:
+    return importlib.import_module("pyisolate.transport._tensors")
+
+
+def _stub(function: str) -> Callable[[Any, Any], Any]:
+    def call(value: Any, ctx: Any) -> Any:
+        return getattr(_tensors(), function)(value, ctx)
+
+    call.__name__ = function
+    return call
+
+
+_STUBS = {name: (code, _stub(enc), _stub(dec)) for name, (code, enc, dec) in _EXTENSIONS.items()}
+for _name, (_code, _enc, _dec) in _STUBS.items():
+    default_registry.register(_name, _code, _enc, _dec)
+
+
+class LazySession:
+    """Stands for a :class:`~pyisolate.transport.TransportSession` that is made
+    on first use (the first tensor sent or received)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._real: Any = None
+
+    @property
+    def started(self) -> bool:
+        return self._real is not None
+
+    def get(self) -> Any:
+        if self._real is None:
+            self._real = self._factory()
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+def close_unused_fds(fds: list[int]) -> None:
+    """Close the fds of a received message that no decoder took (decoders
+    replace the fds they keep with -1)."""
+    for i, fd in enumerate(fds):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            fds[i] = -1
 
 
 def encode_with_fds(

@@ -19,24 +19,21 @@ torch nor numpy. The runtime core uses :func:`install`,
 
 from __future__ import annotations
 
-from ._alloc import empty, empty_array, is_shared, share_memory_
-from ._base import Exported, Imported, Region, Transport
-from ._cuda_ipc import CudaIpcBackend, CudaIpcTransport
-from ._detect import capabilities, check_shm_availability
-from ._fake import FakeTransport
-from ._fdpass import MAX_FDS, recv_fds, send_fds
-from ._file import FileTransport
-from ._inline import InlineTransport
-from ._session import DEFAULT_INLINE_THRESHOLD, TransportSession
-from ._shm import ShmTransport
-from ._tensors import (
-    CODE_NDARRAY,
-    CODE_OUT_OF_BAND,
-    CODE_TENSOR,
-    OutOfBand,
-    close_unused_fds,
-    install,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._alloc import empty, empty_array, is_shared, share_memory_
+    from ._base import Exported, Imported, Region, Transport
+    from ._cuda_ipc import CudaIpcBackend, CudaIpcTransport
+    from ._detect import capabilities, check_shm_availability
+    from ._fake import FakeTransport
+    from ._fdpass import MAX_FDS, recv_fds, send_fds
+    from ._file import FileTransport
+    from ._inline import InlineTransport
+    from ._session import DEFAULT_INLINE_THRESHOLD, TransportSession
+    from ._shm import ShmTransport
+    from ._tensors import CODE_NDARRAY, CODE_OUT_OF_BAND, CODE_TENSOR, OutOfBand, close_unused_fds, install
 
 __all__ = [
     "CODE_NDARRAY",
@@ -67,3 +64,48 @@ __all__ = [
     "send_fds",
     "share_memory_",
 ]
+
+# Loaded on first use: an actor that never moves a tensor does not import the
+# transports (about 15 ms of its start-up).
+_WHERE = {
+    "CODE_NDARRAY": "._tensors",
+    "CODE_OUT_OF_BAND": "._tensors",
+    "CODE_TENSOR": "._tensors",
+    "CudaIpcBackend": "._cuda_ipc",
+    "CudaIpcTransport": "._cuda_ipc",
+    "DEFAULT_INLINE_THRESHOLD": "._session",
+    "Exported": "._base",
+    "FakeTransport": "._fake",
+    "FileTransport": "._file",
+    "Imported": "._base",
+    "InlineTransport": "._inline",
+    "MAX_FDS": "._fdpass",
+    "OutOfBand": "._tensors",
+    "Region": "._base",
+    "ShmTransport": "._shm",
+    "Transport": "._base",
+    "TransportSession": "._session",
+    "capabilities": "._detect",
+    "check_shm_availability": "._detect",
+    "close_unused_fds": "._tensors",
+    "empty": "._alloc",
+    "empty_array": "._alloc",
+    "install": "._tensors",
+    "is_shared": "._alloc",
+    "recv_fds": "._fdpass",
+    "send_fds": "._fdpass",
+    "share_memory_": "._alloc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
