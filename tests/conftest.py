@@ -125,8 +125,10 @@ def _runtime_dirs() -> set[str]:
 
 
 def _shm() -> set[str]:
+    # Other programs' multiprocessing semaphores come and go on a shared machine;
+    # pyisolate names nothing in /dev/shm (it uses memfd), so they are not ours.
     with contextlib.suppress(OSError):
-        return set(os.listdir("/dev/shm"))
+        return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.mp-")}
     return set()
 
 

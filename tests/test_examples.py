@@ -25,6 +25,14 @@ EXPECTED = {
         "mask through the actor: 0.00",
         "relayed to another actor: 0.25",
     ],
+    "sandboxed.py": [
+        "isolation: full",
+        "2 + 3 in the sandbox: 5",
+        "host file: refused (No such file or directory)",
+        "API_TOKEN: <not set>",
+        "unsandboxed, for contrast: host data, s3cret",
+        "REQUIRED: full isolation",
+    ],
     "streaming.py": ["squares: [0, 1, 4, 9, 16, 25]", "sum of 0..100: 5050"],
     "crash.py": [
         "remote exception, same type: ZeroDivisionError",

@@ -65,6 +65,12 @@ class BlockingRuntime:
     def actors(self) -> list[BlockingActorRef]:
         return [BlockingActorRef(self, r) for r in self.runtime.actors()]
 
+    def supervise(self, spec: Any) -> Any:
+        """Like ``Runtime.supervise``; returns a :class:`BlockingSupervisor`."""
+        from ._supblocking import BlockingSupervisor
+
+        return BlockingSupervisor(self, self._call(self.runtime.supervise, spec))
+
 
 class BlockingActorRef:
     """Synchronous twin of :class:`ActorRef`. ``.ref`` is the async reference

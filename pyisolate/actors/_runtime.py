@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,7 @@ from ..errors import (
 from ._calls import CallTable
 from ..sandbox import SandboxMode, SandboxPolicy, build_launch
 from ._options import SpawnOptions, default_compute_threads
-from ..transport import TransportSession
-from ._oob import decode_with_fds, encode_with_fds, forward_fds, receive_fds
+from ._oob import LazySession, decode_with_fds, encode_with_fds, forward_fds, receive_fds
 from ._peercred import enable_credentials, read_credentials
 from ._process import ActorProcess, describe_exit, python_command
 from ._ref import ActorRef
@@ -142,6 +142,9 @@ class Runtime:
         self._closed = False
         # Running supervisors (see _supervisor): stopped before the actors.
         self._supervisors: list[Any] = []
+        # Actor-to-actor calls held for supervised actors between incarnations
+        # (actor id -> _suphold.HeldCalls), registered by their supervisors.
+        self._holds: dict[int, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -180,9 +183,7 @@ class Runtime:
         # a monitor socket without the peer's identity: probe who is gone.
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._monitor_pump = Pump(self._monitor, self._on_monitor_event)
-        self.transport = TransportSession(
-            send_control=self._send_transport_control, workdir=str(self._dir.path)
-        )
+        self.transport = LazySession(self._new_transport_session)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._pump.run)
@@ -206,7 +207,8 @@ class Runtime:
                 # any) propagates unwrapped from the caller's ``async with``.
                 await self._tg.__aexit__(None, None, None)
             finally:
-                self.transport.close()
+                if self.transport.started:
+                    self.transport.close()
                 for record in self._records.values():
                     self._close_channel(record)
                 self._router.disable_monitor()
@@ -273,6 +275,8 @@ class Runtime:
                for r in self._records.values()):
             raise ValueError(f"an actor named {name!r} is already running")
         mode, policy = _sandbox_setting(sandbox) if sandbox is not None else self.sandbox
+        shared_template = opts.template and isinstance(_template, bool)
+        policy = _own_uid(policy, actor_id, shared=shared_template)
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Encode the constructor arguments first: an argument that cannot be
         # sent raises TypeError here, before a process is started. Their
@@ -312,9 +316,13 @@ class Runtime:
             "cwd": opts.cwd or os.getcwd(),
         }
         argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
-        ro_binds = [p for p in sys_path if not _covers_runtime_base(p)] + [_PKG_ROOT]
+        ro_binds = [p for p in sys_path if not _too_broad(p)] + [_PKG_ROOT]
         if main_path:
-            ro_binds.append(os.path.dirname(main_path))
+            # The script's directory holds the modules it imports; but a script
+            # in a temp or home directory gets itself alone: binding those would
+            # show the sandbox every file beside it.
+            main_dir = os.path.dirname(main_path)
+            ro_binds.append(main_path if _too_broad(main_dir) else main_dir)
         if opts.python:
             ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
         if _template is not False or opts.template:
@@ -431,7 +439,7 @@ class Runtime:
             for caller, call_id in [k for k in other.inbound if k[0] == record.id]:
                 other.inbound.discard((caller, call_id))
                 self._raw_send(other, Kind.CANCEL, call_id, record.id)
-        if self.transport is not None:
+        if self.transport is not None and self.transport.started:
             self.transport.peer_died(record.id)
             # Actors that exchanged tensors with it release what they hold for it.
             for other in self._records.values():
@@ -444,6 +452,12 @@ class Runtime:
 
     # -- transport ---------------------------------------------------------------
 
+    def _new_transport_session(self) -> Any:
+        from ..transport import TransportSession
+
+        return TransportSession(send_control=self._send_transport_control,
+                                workdir=str(self._dir.path))
+
     def _send_transport_control(self, peer: int, body: Any) -> None:
         try:
             self._send_to(Kind.TRANSPORT, 0, peer, body)
@@ -454,7 +468,8 @@ class Runtime:
         # Releases queued by garbage collection (CUDA IPC) leave from here.
         while True:
             await anyio.sleep(_TRANSPORT_TICK)
-            self.transport.flush()
+            if self.transport.started:
+                self.transport.flush()
 
     # -- endpoint protocol (used by ActorRef) -------------------------------------
 
@@ -553,7 +568,16 @@ class Runtime:
             self._raw_send(record, kind, call_id, HOST)
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
-        data = encode_with_fds(self._codec, body, record.channel, ectx)
+        try:
+            data = encode_with_fds(self._codec, body, record.channel, ectx)
+        except TransportError as exc:
+            if not isinstance(exc.__context__, (BrokenPipeError, ConnectionResetError)):
+                raise
+            # The actor died a moment ago (its side channel is closed) and its
+            # exit is not seen yet: the same error as an unreachable socket.
+            self._on_disconnect(record)
+            raise ActorDiedError(f"actor {record.name!r} is unreachable: {exc}",
+                                 actor=record.name) from None
         self._emit(record, encode_header(kind, call_id, HOST, len(ectx.fds)) + data)
 
     def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
@@ -711,7 +735,11 @@ class Runtime:
                                   default_timeout=record.options.call_timeout)
             record.state = "running"
             record.ready.set()
-            self.transport.peer_connected(record.id)
+            if self.transport.started:
+                self.transport.peer_connected(record.id)
+            held = self._holds.get(record.id)
+            if held is not None:
+                held.deliver()  # calls made while it restarted, in order
         elif kind is Kind.START_FAILED and record.state == "starting":
             record.start_error = _start_error(record.name, body)
             record.ready.set()
@@ -731,6 +759,10 @@ class Runtime:
             forward_fds(fds, None)
             raise ProtocolError(f"{kind.name} cannot be sent to another actor")
         dst = self._records.get(peer)
+        held = self._holds.get(peer)
+        if (held is not None and (dst is None or dst.routing is None or dst.state != "running")
+                and held.offer(src, kind, call_id, frame, fds)):
+            return  # a supervised actor between incarnations (see _suphold)
         if dst is not None and fds:
             try:
                 forward_fds(fds, dst.channel)
@@ -808,6 +840,35 @@ def _is_installation_path(path: str) -> bool:
         roots.add(user_site)
     path = os.path.abspath(path)
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots if r)
+
+
+# Uids for actors when the host is root: one per actor, so that actors cannot
+# signal or trace each other and a process limit is per actor, not shared.
+# Far above the ranges distributions hand to users and containers.
+_ACTOR_UID_BASE = 1_700_000_000
+_ACTOR_UID_SPAN = 100_000_000
+
+
+def _own_uid(policy: SandboxPolicy, actor_id: int, *, shared: bool) -> SandboxPolicy:
+    """The policy with an actor's own uid and gid, where the host is root and
+    the policy kept the default. Actors forked from one shared template keep
+    the shared default: they share its sandbox anyway."""
+    default = SandboxPolicy()
+    if shared or os.geteuid() != 0 or (policy.uid, policy.gid) != (default.uid, default.gid):
+        return policy
+    uid = _ACTOR_UID_BASE + actor_id % _ACTOR_UID_SPAN
+    return attrs.evolve(policy, uid=uid, gid=uid)
+
+
+def _too_broad(path: str) -> bool:
+    """True for directories never bound whole: the runtime base or above it,
+    the temp directories, home directories, or anything above them."""
+    if _covers_runtime_base(path):
+        return True
+    path = os.path.abspath(path).rstrip("/") + "/"
+    broad = ("/tmp", "/var/tmp", "/dev/shm", "/home", "/root", tempfile.gettempdir(),
+             os.path.expanduser("~"))
+    return any((os.path.abspath(b).rstrip("/") + "/").startswith(path) for b in broad)
 
 
 def _covers_runtime_base(path: str) -> bool:

@@ -102,6 +102,32 @@ class Slot:
         self.status = status
         event, self.changed = self.changed, anyio.Event()
         event.set()
+        self.recheck_held()
+
+    def recheck_held(self) -> None:
+        """Deliver or fail the actor-to-actor calls held for this child."""
+        held = self.runtime._holds.get(self.actor_id) if self.actor_id is not None else None
+        if held is not None and held.slot is self:
+            held.recheck()
+
+    def holds_calls(self) -> bool:
+        """True while a call to this child should wait for its next
+        incarnation (the same test as :meth:`wait_up`, without waiting)."""
+        if self.successor is not None:
+            return self.successor.holds_calls()
+        owner = self.owner
+        if self.status in WAITING and not owner.done:
+            return True
+        return owner.failure is not None and not owner.settled.is_set()
+
+    def final_error(self) -> BaseException:
+        """Why a call waiting for this child fails: it will not run again."""
+        owner = self.owner
+        if owner.failure is not None:
+            return owner.failure
+        return ActorClosedError(f"supervised actor {self.id!r} is {self.status}"
+                                + (" (its supervisor is down)" if owner.done else ""),
+                                actor=self.id)
 
     def record(self) -> Any:
         return None if self.actor_id is None else self.runtime._records.get(self.actor_id)

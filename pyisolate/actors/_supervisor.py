@@ -23,21 +23,18 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import random
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
-from ..errors import (
-    ActorDiedError,
-    ProtocolError,
-    RestartIntensityError,
-    SupervisorError,
-)
+from ..errors import SupervisorError
 from ._supchild import ChildCounts, ChildInfo, Slot, SupervisorStats
+from ._suphold import register, unregister
 from ._supref import SupervisedRef
-from ._supspec import BRUTAL_KILL, ChildSpec, Heartbeat, Restart, Strategy, Supervisor
+from ._suprestart import restart
+from ._supspec import BRUTAL_KILL, ChildSpec, Restart, Supervisor
+from ._supwatch import heartbeat_loop, watch_actor, watch_nested
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -88,6 +85,9 @@ class SupervisorHandle:
             self.settled.set()
         self._down = False
         self._tg: anyio.abc.TaskGroup | None = None
+        # The incarnation that replaced this one (a restarted nested
+        # supervisor): the public API follows it, so a handle never goes stale.
+        self._next: SupervisorHandle | None = None
 
     def __repr__(self) -> str:
         return f"<SupervisorHandle {self.name!r} {len(self._slots)} children>"
@@ -99,8 +99,16 @@ class SupervisorHandle:
 
     # -- public API ---------------------------------------------------------------
 
+    def _live(self) -> SupervisorHandle:
+        handle = self
+        while handle._next is not None:
+            handle = handle._next
+        return handle
+
     def ref(self, child_id: str) -> SupervisedRef:
         """The reference of actor child ``child_id``; valid across restarts."""
+        if self._next is not None:
+            return self._live().ref(child_id)
         slot = self._slot(child_id)
         if slot.spec.is_supervisor:
             raise TypeError(f"child {child_id!r} is a supervisor: use supervisor({child_id!r})")
@@ -109,8 +117,11 @@ class SupervisorHandle:
         return slot.ref
 
     def supervisor(self, child_id: str) -> SupervisorHandle:
-        """The current handle of nested supervisor ``child_id`` (a restart
-        replaces it: ask again after one)."""
+        """The handle of nested supervisor ``child_id``. A restart of that
+        supervisor replaces it; the old handle's methods (not ``done``,
+        ``wait``, ``stats``, which describe one incarnation) follow to the new."""
+        if self._next is not None:
+            return self._live().supervisor(child_id)
         slot = self._slot(child_id)
         if slot.nested is None:
             raise SupervisorError(f"child {child_id!r} is not a running supervisor")
@@ -118,9 +129,13 @@ class SupervisorHandle:
 
     def which_children(self) -> list[ChildInfo]:
         """Every child, in start order, with its status and restart count."""
+        if self._next is not None:
+            return self._live().which_children()
         return [slot.info() for slot in self._slots]
 
     def count_children(self) -> ChildCounts:
+        if self._next is not None:
+            return self._live().count_children()
         return ChildCounts(
             specs=len(self._slots),
             active=sum(1 for s in self._slots if s.is_up()),
@@ -131,6 +146,8 @@ class SupervisorHandle:
     async def start_child(self, spec: ChildSpec) -> Any:
         """Add ``spec`` after the existing children and start it; on failure the
         spec is not added and SupervisorError is raised."""
+        if self._next is not None:
+            return await self._live().start_child(spec)
         async with self._lock:
             self._check_up()
             if any(s.id == spec.id for s in self._slots):
@@ -146,6 +163,8 @@ class SupervisorHandle:
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child by its shutdown spec; it stays down (a temporary child
         is deleted) until :meth:`restart_child`."""
+        if self._next is not None:
+            return await self._live().terminate_child(child_id)
         async with self._lock:
             self._check_up()
             slot = self._slot(child_id)
@@ -155,6 +174,8 @@ class SupervisorHandle:
 
     async def restart_child(self, child_id: str) -> None:
         """Start again a child that was terminated."""
+        if self._next is not None:
+            return await self._live().restart_child(child_id)
         async with self._lock:
             self._check_up()
             slot = self._slot(child_id)
@@ -168,6 +189,8 @@ class SupervisorHandle:
 
     async def delete_child(self, child_id: str) -> None:
         """Forget a terminated child's spec."""
+        if self._next is not None:
+            return await self._live().delete_child(child_id)
         async with self._lock:
             slot = self._slot(child_id)
             if slot.status != "terminated":
@@ -176,6 +199,8 @@ class SupervisorHandle:
 
     async def stop(self) -> None:
         """Stop every child in reverse start order, then the supervisor."""
+        if self._next is not None:
+            return await self._live().stop()
         async with self._lock:
             if self._down:
                 return
@@ -229,10 +254,12 @@ class SupervisorHandle:
                 await nested._start()
             finally:
                 if slot.nested is not None and nested.done is False:
-                    slot.nested.settled.set()
+                    slot.nested._settle()
+            if slot.nested is not None:
+                slot.nested._next = nested
             slot.nested = nested
             slot.incarnation += 1
-            self._tg.start_soon(self._watch_nested, slot, slot.incarnation, nested)
+            self._tg.start_soon(watch_nested, self, slot, slot.incarnation, nested)
         else:
             rt = self.runtime
             ref = await rt.spawn(spec.target, *spec.args, name=f"{self.prefix}{spec.id}",
@@ -244,55 +271,20 @@ class SupervisorHandle:
             if slot.ref is None:
                 slot.ref = SupervisedRef(rt, ref.id, ref.name, ref.methods,
                                          ref.default_timeout, slot)
+            if slot.actor_id is None:
+                register(rt, ref.id, slot)  # actor-to-actor calls wait across restarts
             slot.actor_id = ref.id
             slot.incarnation += 1
             record = rt._records[ref.id]
-            self._tg.start_soon(self._watch_actor, slot, slot.incarnation, record)
+            self._tg.start_soon(watch_actor, self, slot, slot.incarnation, record)
             heartbeat = spec.heartbeat or self.spec.heartbeat
             if heartbeat is not None:
-                self._tg.start_soon(self._heartbeat, slot, slot.incarnation, record, heartbeat)
+                self._tg.start_soon(heartbeat_loop, self, slot, slot.incarnation, record,
+                                   heartbeat)
         slot.failed_starts = 0
         slot.set_status("running")
 
     # -- watching -----------------------------------------------------------------
-
-    async def _watch_actor(self, slot: Slot, incarnation: int, record: Any) -> None:
-        await record.process.exited.wait()
-        # The runtime's _on_exit has run by now (same task, no await between).
-        normal = record.state == "stopped" or (
-            record.process.returncode == 0 and not isinstance(record.death, ProtocolError))
-        cause = None if normal else record.death or ActorDiedError(
-            f"actor {record.name!r} exited", actor=record.name)
-        await self._on_exit(slot, incarnation, normal, cause)
-
-    async def _watch_nested(self, slot: Slot, incarnation: int, nested: SupervisorHandle) -> None:
-        await nested._done.wait()
-        if nested.failure is not None:
-            self.stats.escalations += 1
-        await self._on_exit(slot, incarnation, nested.failure is None, nested.failure)
-
-    async def _heartbeat(self, slot: Slot, incarnation: int, record: Any, hb: Heartbeat) -> None:
-        misses = 0
-        while True:
-            await anyio.sleep(hb.interval)
-            if slot.incarnation != incarnation or record.state != "running":
-                return
-            try:
-                await self.runtime.ping(record.ref, hb.timeout)
-                misses = 0
-            except TimeoutError:
-                misses += 1
-            except Exception:
-                return  # it died or stopped: the watcher handles that
-            if misses >= hb.tolerance and record.state == "running":
-                self.stats.hangs += 1
-                record.death = ActorDiedError(
-                    f"actor {record.name!r} missed {misses} heartbeats "
-                    f"({hb.timeout} s each): killed as hung", actor=record.name, exitcode=-9)
-                log.error("supervisor %r: child %r is hung (%d heartbeats missed): killing it",
-                          self.name, slot.id, misses)
-                record.process.kill()
-                return
 
     async def _on_exit(self, slot: Slot, incarnation: int, normal: bool,
                        cause: BaseException | None) -> None:
@@ -306,99 +298,16 @@ class SupervisorHandle:
                 self.stats.failures += 1
                 self.stats.last_failure = cause
                 log.warning("supervisor %r: child %r failed: %s", self.name, slot.id, cause)
-            restart = slot.spec.restart is Restart.PERMANENT or (
+            again = slot.spec.restart is Restart.PERMANENT or (
                 slot.spec.restart is Restart.TRANSIENT and not normal)
-            if not restart:
+            if not again:
                 if slot.nested is not None:
-                    slot.nested.settled.set()
+                    slot.nested._settle()
                 slot.set_status("terminated")
                 if slot.spec.restart is Restart.TEMPORARY:
                     self._delete(slot)
                 return
-            await self._restart(slot, cause)
-
-    # -- restarting -----------------------------------------------------------------
-
-    def _allow_restart(self) -> bool:
-        """Record a restart; False if that exceeds the intensity."""
-        now = anyio.current_time()
-        self._restarts.append(now)
-        while self._restarts and self._restarts[0] < now - self.spec.period:
-            self._restarts.popleft()
-        return len(self._restarts) <= self.spec.intensity
-
-    async def _restart(self, slot: Slot, cause: BaseException | None) -> None:
-        if not self._allow_restart():
-            await self._give_up(slot, cause)
-            return
-        self.stats.restarts += 1
-        strategy = self.spec.strategy
-        if strategy is Strategy.ONE_FOR_ONE:
-            group = [slot]
-        elif strategy is Strategy.ONE_FOR_ALL:
-            group = list(self._slots)
-        else:
-            group = self._slots[self._slots.index(slot):]
-        slot.set_status("restarting")
-        others = [s for s in group if s is not slot and s.status == "running"]
-        for other in reversed(others):
-            log.info("supervisor %r: stopping %r (%s after %r failed)",
-                     self.name, other.id, strategy.value, slot.id)
-            await self._terminate(other, "restarting")
-        todo = []
-        for s in group:
-            if s is slot or s in others:
-                if s is not slot and s.spec.restart is Restart.TEMPORARY:
-                    self._delete(s)  # OTP: a temporary child is never restarted
-                else:
-                    todo.append(s)
-        await self._start_in_order(todo, cause)
-
-    async def _start_in_order(self, todo: list[Slot], cause: BaseException | None) -> None:
-        for i, s in enumerate(todo):
-            if s.status != "restarting":
-                continue
-            s.restarts += 1
-            log.warning("supervisor %r: restarting child %r (restart %d; cause: %s)",
-                        self.name, s.id, s.restarts, cause)
-            try:
-                await self._launch(s)
-            except Exception as exc:
-                self.stats.start_failures += 1
-                self.stats.last_failure = exc
-                s.failed_starts += 1
-                backoff = s.spec.backoff
-                delay = backoff.delay(s.failed_starts, random.random()) if backoff else 0.0
-                log.warning("supervisor %r: child %r failed to restart: %s; retrying in %.3f s",
-                            self.name, s.id, exc, delay)
-                assert self._tg is not None
-                self._tg.start_soon(self._retry, todo[i:], exc, delay)
-                return
-
-    async def _retry(self, todo: list[Slot], cause: BaseException, delay: float) -> None:
-        await anyio.sleep(delay)
-        async with self._lock:
-            todo = [s for s in todo if s.status == "restarting" and s in self._slots]
-            if self._down or not todo:
-                return
-            if not self._allow_restart():
-                await self._give_up(todo[0], cause)
-                return
-            self.stats.restarts += 1
-            await self._start_in_order(todo, cause)
-
-    async def _give_up(self, slot: Slot, cause: BaseException | None) -> None:
-        self._down = True
-        self.stats.give_ups += 1
-        error = RestartIntensityError(
-            f"supervisor {self.name!r} gave up: more than {self.spec.intensity} restarts "
-            f"within {self.spec.period} s; the last failure (child {slot.id!r}): {cause}")
-        error.__cause__ = cause
-        log.error("%s", error)
-        self.failure = error
-        with anyio.CancelScope(shield=True):
-            await self._stop_children()
-        self._finish()
+            await restart(self, slot, cause)
 
     # -- stopping -----------------------------------------------------------------
 
@@ -434,11 +343,19 @@ class SupervisorHandle:
         if slot in self._slots:
             self._slots.remove(slot)
         slot.set_status("deleted")
+        if slot.actor_id is not None:
+            unregister(self.runtime, slot.actor_id, slot.final_error())
+
+    def _settle(self) -> None:
+        """This failed supervisor will not be replaced (or has been)."""
+        self.settled.set()
+        for slot in self._slots:
+            slot.recheck_held()
 
     def _finish(self) -> None:
         for slot in self._slots:
             if slot.nested is not None:
-                slot.nested.settled.set()
+                slot.nested._settle()
             slot.set_status(slot.status)
         self._done.set()
 
@@ -455,6 +372,8 @@ class SupervisorHandle:
             if slot.ref is not None:
                 slot.ref._slot = slot
             old.successor = slot
+            if slot.actor_id is not None:
+                register(self.runtime, slot.actor_id, slot)
         return slot
 
     def _slot(self, child_id: str) -> Slot:

@@ -7,7 +7,6 @@ import subprocess
 
 from ._bwrap import gpu_devices
 from ._detect import Detection, detect
-from ._policy import SandboxPolicy
 
 __all__ = ["capabilities"]
 
@@ -38,8 +37,11 @@ def capabilities(detection: Detection | None = None) -> list[tuple[str, str]]:
     if det.bwrap:
         rows.append(("bubblewrap", _bwrap_version(det.bwrap)))
     if det.level != "none":
-        uid = SandboxPolicy().uid
-        who = f"uid {uid} (host is root)" if det.as_root else "the host uid in a user namespace"
+        who = (
+            "an unprivileged uid of their own each (host is root)"
+            if det.as_root
+            else "the host uid in a user namespace"
+        )
         rows.append(("sandboxed actors run as", who))
     devices = gpu_devices()
     rows.append(("GPU devices for passthrough", ", ".join(devices) if devices else "none"))

@@ -87,8 +87,8 @@ class ResourceLimits:
     """rlimits applied inside the sandbox, before any actor code runs (soft = hard).
 
     ``None`` keeps the host's limit. ``processes`` counts threads too and is per
-    uid: when the host runs as root every sandboxed actor runs as the same
-    unprivileged uid and they share it. ``address_space`` breaks CUDA (it
+    uid: when the host runs as root the runtime gives each actor a uid of its
+    own, so the limit is the actor's. ``address_space`` breaks CUDA (it
     reserves terabytes of virtual memory), so it is off by default.
     """
 
@@ -120,7 +120,8 @@ class SandboxPolicy:
     transport is in use). ``tmp_size`` / ``shm_size``: tmpfs sizes in bytes
     (``None``: the kernel default, half of RAM). ``uid`` / ``gid``: who the
     actor runs as when the host is root (root inside a sandbox can still write
-    kernel settings and read root-only files within its binds).
+    kernel settings and read root-only files within its binds). Left at the
+    default, the runtime replaces them with a uid and gid of the actor's own.
     """
 
     ro_binds: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -50,6 +51,11 @@ F_SEAL_FUTURE_WRITE = 0x0010  # Linux 5.1; not named by Python 3.11's fcntl
 _SIZE_SEALS = getattr(fcntl, "F_SEAL_SHRINK", 0x2) | getattr(fcntl, "F_SEAL_GROW", 0x4)
 _WRITE_SEALS = getattr(fcntl, "F_SEAL_WRITE", 0x8) | F_SEAL_FUTURE_WRITE
 _HAS_SEALS = hasattr(fcntl, "F_ADD_SEALS")
+SIZE_SEALS = _SIZE_SEALS
+
+#: A received pooled segment: ``release(peer, id)`` is called once the last
+#: mapping of it in this process is gone (and it was never forwarded).
+ReleaseHook = Callable[[int, int], None]
 
 
 def create_memfd(size: int, name: str = "pyisolate") -> int:
@@ -105,14 +111,17 @@ def _is_memfd(fd: int) -> bool:
         return False
 
 
-def _check_seals(fd: int) -> None:
+def _check_seals(fd: int) -> int:
+    """The seals of ``fd`` (-1 where it cannot have any); raises unless it is
+    sealed against resizing and against writes through new mappings."""
     if not (_HAS_SEALS and _is_memfd(fd)):
-        return
-    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        return -1
+    seals: int = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
     if seals & _SIZE_SEALS != _SIZE_SEALS or not seals & _WRITE_SEALS:
         raise TransportError(
             "refusing a shared-memory segment that its sender could still resize or write"
         )
+    return seals
 
 
 def map_shared(fd: int, size: int) -> mmap.mmap:
@@ -136,6 +145,11 @@ class Mapping:
     address: int
     private: bool  # MAP_PRIVATE: pages this process wrote no longer match the fd
     mm: weakref.ref[mmap.mmap]
+    #: pooled segments this mapping stands for: (hook, peer, id) to release
+    origins: list[tuple[ReleaseHook, int, int]] = attrs.Factory(list)
+    #: forwarded to another peer: never released (that peer may still map it)
+    pinned: bool = False
+    key: tuple[int, int, int, int] | None = None
 
     def is_clean(self) -> bool:
         """Whether the fd still holds what this mapping shows (no CoW pages)."""
@@ -145,6 +159,10 @@ class Mapping:
 _lock = threading.Lock()
 _by_address: dict[int, Mapping] = {}
 _by_mmap_id: dict[int, Mapping] = {}
+_by_fd: dict[int, Mapping] = {}
+#: received mappings by (st_dev, st_ino, size, seals): a segment that arrives
+#: again while a clean mapping of it is alive reuses that mapping
+_by_file: dict[tuple[int, int, int, int], Mapping] = {}
 
 
 def register(mm: mmap.mmap, fd: int, size: int, *, private: bool) -> Mapping:
@@ -153,6 +171,7 @@ def register(mm: mmap.mmap, fd: int, size: int, *, private: bool) -> Mapping:
     with _lock:
         _by_address[entry.address] = entry
         _by_mmap_id[id(mm)] = entry
+        _by_fd[fd] = entry
     weakref.finalize(mm, _forget, entry, id(mm))
     return entry
 
@@ -163,7 +182,26 @@ def _forget(entry: Mapping, mm_id: int) -> None:
             del _by_address[entry.address]
         if _by_mmap_id.get(mm_id) is entry:
             del _by_mmap_id[mm_id]
+        if _by_fd.get(entry.fd) is entry:
+            del _by_fd[entry.fd]
+        if entry.key is not None and _by_file.get(entry.key) is entry:
+            del _by_file[entry.key]
+        origins = [] if entry.pinned else entry.origins
+        entry.origins = []
     os.close(entry.fd)
+    for hook, peer, seg_id in origins:
+        hook(peer, seg_id)  # queues only: finalizers never send
+
+
+def mapping_of_fd(fd: int) -> Mapping | None:
+    with _lock:
+        return _by_fd.get(fd)
+
+
+def pin(entry: Mapping) -> None:
+    """``entry`` is being forwarded: never tell its sender it may reuse it."""
+    with _lock:
+        entry.pinned = True
 
 
 def find_mapping(address: int | None = None, mm: Any = None) -> Mapping | None:
@@ -180,6 +218,58 @@ def shared_segment(entry: Mapping, offset: int) -> SharedSegment | None:
     return SharedSegment(entry.fd, offset) if entry.is_clean() else None
 
 
+class _PmScanArg(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+            "category_inverted", "category_mask", "category_anyof_mask", "return_mask",
+        )
+    ]
+
+
+class _PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("cat", ctypes.c_uint64)]
+
+
+_PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg), Linux 6.7
+_PAGE_IS_FILE, _PAGE_IS_PRESENT, _PAGE_IS_SWAPPED = 1 << 2, 1 << 3, 1 << 4
+_scan_ok = sys.platform == "linux"
+
+
+def _scan_private_pages(address: int, size: int) -> bool | None:
+    """PAGEMAP_SCAN: the kernel looks for the first present-or-swapped page that
+    is not a file page and stops there; no megabyte of pagemap words to copy
+    and decode. None where the kernel lacks it."""
+    global _scan_ok
+    if not _scan_ok:
+        return None
+    try:
+        scan_fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        found = _PageRegion()
+        arg = _PmScanArg(
+            size=ctypes.sizeof(_PmScanArg),
+            start=address // PAGE * PAGE,
+            end=(address + size + PAGE - 1) // PAGE * PAGE,
+            vec=ctypes.addressof(found),
+            vec_len=1,
+            max_pages=1,
+            category_inverted=_PAGE_IS_FILE,
+            category_mask=_PAGE_IS_FILE,
+            category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+            return_mask=_PAGE_IS_FILE | _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+        )
+        return bool(fcntl.ioctl(scan_fd, _PAGEMAP_SCAN, arg))
+    except OSError:
+        _scan_ok = False
+        return None
+    finally:
+        os.close(scan_fd)
+
+
 def _has_private_pages(address: int, size: int) -> bool:
     """Whether any page of a MAP_PRIVATE file mapping was copied on write.
 
@@ -188,6 +278,9 @@ def _has_private_pages(address: int, size: int) -> bool:
     private anonymous memory: present or swapped, without bit 61. When pagemap
     cannot be read we answer True, which costs a copy, never correctness.
     """
+    scanned = _scan_private_pages(address, size)
+    if scanned is not None:
+        return scanned
     first = address // PAGE
     count = (address + size + PAGE - 1) // PAGE - first
     try:
@@ -207,7 +300,7 @@ def _has_private_pages(address: int, size: int) -> bool:
     return any(word >> 62 and not (word >> 61) & 1 for word in memoryview(raw).cast("Q"))
 
 
-class _FdOwner:
+class FdOwner:
     """Closes ``fd`` when dropped: the exporter's fds live exactly as long as
     the message that carries them is being sent."""
 
@@ -220,7 +313,7 @@ class _FdOwner:
 
 def export_copy(region: Region, fd: int, *, memfd: bool) -> Exported:
     """Copy ``region`` into the fresh file ``fd`` (its one copy) and seal it."""
-    owner = _FdOwner(fd)
+    owner = FdOwner(fd)
     try:
         mm = map_shared(fd, region.nbytes)
         try:
@@ -247,8 +340,16 @@ def export_shared(region: Region) -> Exported:
     )
 
 
-def import_fd(handle: Any, fds: list[int]) -> Imported:
-    """Map a received segment copy-on-write; takes ownership of ``fds[0]``."""
+def import_fd(
+    handle: Any, fds: list[int], origin: tuple[ReleaseHook, int] | None = None
+) -> Imported:
+    """Map a received segment copy-on-write; takes ownership of ``fds[0]``.
+
+    A segment that arrives while a clean mapping of it (same file, size and
+    seals) is alive reuses that mapping: no mmap, no page faults again. When
+    ``handle`` names a pooled segment (``"id"``) and ``origin`` is given,
+    ``origin[0](origin[1], id)`` is called once no mapping of it is left.
+    """
     if len(fds) != 1:
         for fd in fds:
             os.close(fd)
@@ -256,22 +357,58 @@ def import_fd(handle: Any, fds: list[int]) -> Imported:
     fd = fds[0]
     try:
         offset, nbytes = int(handle["off"]), int(handle["n"])
-        size = os.fstat(fd).st_size
+        seg_id = handle.get("id")
+        if seg_id is not None and type(seg_id) is not int:
+            raise TransportError("malformed pooled segment id")
+        st = os.fstat(fd)
+        size = st.st_size
         if offset < 0 or nbytes <= 0 or offset + nbytes > size:
             raise TransportError(
                 f"segment of {size} bytes cannot hold [{offset}, {offset + nbytes})"
             )
-        _check_seals(fd)
-        # Writable but private: the receiver may write its tensor (torch expects
-        # writable memory); the kernel copies touched pages, the sender never sees them.
-        mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        seals = _check_seals(fd)
+        key = (st.st_dev, st.st_ino, size, seals) if seals >= 0 else None
+        mm = _cached(key) if key is not None else None
+        if mm is None:
+            # Writable but private: the receiver may write its tensor (torch expects
+            # writable memory); the kernel copies touched pages, the sender never sees them.
+            mm = mmap.mmap(
+                fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+            entry = register(mm, fd, size, private=True)
+            fd = -1  # the registry's now
+            if key is not None:
+                with _lock:
+                    entry.key = key
+                    _by_file[key] = entry
+        else:
+            entry_found = find_mapping(mm=mm)
+            assert entry_found is not None
+            entry = entry_found
     except BaseException as exc:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         if isinstance(exc, (TransportError, KeyboardInterrupt)):
             raise
         raise TransportError(f"cannot map a received segment: {exc!r}") from None
-    register(mm, fd, size, private=True)
+    if fd >= 0:
+        os.close(fd)  # a cached mapping holds the file already
+    if seg_id is not None and origin is not None:
+        with _lock:
+            entry.origins.append((origin[0], origin[1], seg_id))
     return Imported(nbytes=nbytes, buffer=mm, offset=offset)
+
+
+def _cached(key: tuple[int, int, int, int]) -> mmap.mmap | None:
+    """A live, clean mapping of the file ``key`` names, if this process has one."""
+    with _lock:
+        entry = _by_file.get(key)
+    if entry is None:
+        return None
+    mm = entry.mm()
+    if mm is None or mm.closed or not entry.is_clean():
+        return None
+    return mm
 
 
 def allocate_shared(nbytes: int) -> mmap.mmap:

@@ -56,11 +56,13 @@ class TransportSession:
         workdir: str | None = None,
         cuda_backend: CudaIpcBackend | None = None,
         extra_transports: Mapping[str, Transport] | None = None,
+        shm_pool_bytes: int | None = None,
     ) -> None:
         self._send_control = send_control
         self.transports: dict[str, Transport] = {
             "inline": InlineTransport(),
-            "shm": ShmTransport(),
+            # no pool (0) where control messages cannot reach the peer
+            "shm": ShmTransport(self, shm_pool_bytes),
             "file": FileTransport(workdir),
             "cuda_ipc": CudaIpcTransport(self, cuda_backend),
         }
@@ -116,11 +118,14 @@ class TransportSession:
             self.send_control(peer, {"op": "caps", "gpus": gpus})
 
     def flush(self) -> None:
-        """Send queued release messages (CUDA IPC). Called on every export and
-        import; the core should also call it on each heartbeat tick."""
+        """Send queued release messages (CUDA IPC, pooled shm segments). Called
+        on every export and import; the core also calls it on each tick."""
         cuda = self.transports["cuda_ipc"]
         if isinstance(cuda, CudaIpcTransport):
             cuda.flush()
+        shm = self.transports["shm"]
+        if isinstance(shm, ShmTransport):
+            shm.flush()
 
     # -- selection ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from ..errors import ProtocolError, TransportError
 from . import _segments
 from ._base import Exported, Imported, Region, SharedSegment, Transport
 from ._session import TransportSession
+from ._shm import ShmTransport
 
 __all__ = ["CODE_NDARRAY", "CODE_OUT_OF_BAND", "CODE_TENSOR", "OutOfBand", "install"]
 
@@ -107,10 +108,16 @@ def _no_control(peer: int, body: Any) -> None:
 
 def _session(ctx: Any) -> TransportSession:
     global _fallback_session
-    if isinstance(ctx.session, TransportSession):
-        return ctx.session
+    session = ctx.session
+    if session is not None and not isinstance(session, TransportSession):
+        get = getattr(session, "get", None)  # the runtime's LazySession
+        session = get() if callable(get) else session
+    if isinstance(session, TransportSession):
+        return session
     if _fallback_session is None:
         _fallback_session = TransportSession(send_control=_no_control)
+        # no control channel: no pooled shm segments, no releases to send
+        _fallback_session.transports["shm"] = ShmTransport()
     return _fallback_session
 
 

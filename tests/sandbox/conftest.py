@@ -12,7 +12,7 @@ import pytest
 # conftest from shadowing the root one, so put its directory on the path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sandbox_helpers import RunScript, run_script  # noqa: E402
+from sandbox_helpers import RunScript, run_script
 
 from pyisolate.sandbox import detect
 

@@ -328,7 +328,10 @@ print(json.dumps({"forked": len(kids)}))
 
 
 def test_fork_is_bounded(run: RunScript) -> None:
-    policy = SandboxPolicy(limits=ResourceLimits(processes=16))
+    # RLIMIT_NPROC counts every task of the uid machine-wide: use a uid nobody
+    # else runs as, so other sandboxes running now do not eat into the limit.
+    uid = 1_600_000_000 + os.getpid() % 1_000_000
+    policy = SandboxPolicy(uid=uid, gid=uid, limits=ResourceLimits(processes=16))
     assert run(script(FORK, N=100), policy=policy)["forked"] < 16
     if IS_ROOT:  # root is exempt from RLIMIT_NPROC: the control forks them all
         assert run(script(FORK, N=100), sandbox=False)["forked"] == 100

@@ -102,3 +102,34 @@ class Failing(pyisolate.Actor):
     def __init__(self) -> None:
         raise RuntimeError("never starts")
 
+
+
+class Caller(pyisolate.Actor):
+    """Calls another actor through a reference it was given: the actor-to-actor
+    path, which the host routes (and holds while the target restarts)."""
+
+    def __init__(self, target: Any = None) -> None:
+        self.target = target
+
+    async def relay(self, method: str, args: list[Any], timeout: float | None) -> Any:
+        """``[result, None]``, or ``[None, error type name]``. (``timeout`` is
+        the relayed call's: a ``timeout=`` keyword would be the host's.)"""
+        try:
+            return [await self.target.call(method, *args, timeout=timeout), None]
+        except Exception as exc:
+            return [None, type(exc).__name__]
+
+    async def relay_casts_then_value(self, amounts: list[int], timeout: float) -> int:
+        """Casts ``inc(a)`` for each amount, then calls ``value()``: held in
+        order, they must all reach the same incarnation before the call."""
+        for amount in amounts:
+            await self.target.cast("inc", amount)
+        return int(await self.target.call("value", timeout=timeout))
+
+    async def relay_array(self, n: int, timeout: float) -> bool:
+        """Sends a numpy array (out of band, as fds) and checks the echo."""
+        import numpy as np
+
+        array = np.arange(n, dtype=np.float32)
+        echoed = await self.target.call("echo", array, timeout=timeout)
+        return bool(np.array_equal(echoed, array))

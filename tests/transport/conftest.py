@@ -70,7 +70,7 @@ Roundtrip = Callable[..., Any]
 @pytest.fixture
 def roundtrip(
     codec: Codec, fdpair: tuple[socket.socket, socket.socket], tmp_path: Any
-) -> Roundtrip:
+) -> Iterator[Roundtrip]:
     """``roundtrip(value, transport=None, session=None)``: encode, pass the fds
     through a real socketpair, decode, close what nobody took."""
     sessions: list[T.TransportSession] = []
@@ -101,4 +101,6 @@ def roundtrip(
         finally:
             T.close_unused_fds(dctx.fds)
 
-    return run
+    yield run
+    for session in sessions:
+        session.close()  # the core's contract too: frees pooled shm segments

@@ -93,6 +93,8 @@ class Peer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        self.session.peer_died(1)  # what the core does when a peer exits
+        self.session.close()
         self.sock.close()
 
 
