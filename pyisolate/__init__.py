@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         Backoff,
         BlockingActorRef,
         BlockingRuntime,
+        BlockingSupervisor,
         ChildCounts,
         ChildInfo,
         ChildSpec,
@@ -67,6 +68,7 @@ __all__ = [
     "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
+    "BlockingSupervisor",
     "ChildCounts",
     "ChildInfo",
     "ChildSpec",
@@ -102,6 +104,7 @@ __all__ = [
 # Heavier parts load on first use (see pyisolate.actors): ``import pyisolate``
 # and an actor process's start-up stay cheap.
 _LAZY = {
+    "BlockingSupervisor": ".actors",
     "Actor": ".actors",
     "ActorRef": ".actors",
     "BRUTAL_KILL": ".actors",

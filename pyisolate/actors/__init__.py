@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._options import SpawnOptions
     from ._ref import ActorRef, RemoteMethod
     from ._runtime import Runtime
+    from ._supblocking import BlockingSupervisor
     from ._supchild import ChildCounts, ChildInfo, SupervisorStats
     from ._supervisor import SupervisorHandle
     from ._supref import SupervisedRef
@@ -38,6 +39,7 @@ __all__ = [
     "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
+    "BlockingSupervisor",
     "ChildCounts",
     "ChildInfo",
     "ChildSpec",
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "BlockingSupervisor": "._supblocking",
     "Actor": "._actor",
     "ActorRef": "._ref",
     "BRUTAL_KILL": "._supspec",

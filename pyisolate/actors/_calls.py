@@ -74,6 +74,20 @@ class _Pending:
             self.event.set()
 
 
+def _outcome(pending: _Pending) -> Any:
+    """The call's value, or raise its error without keeping a reference cycle
+    (error -> traceback -> frame -> pending -> error) that would hold the
+    call's arguments, tensors and their shared memory until a gc pass."""
+    error = pending.error
+    if error is None:
+        return pending.value
+    pending.error = None
+    try:
+        raise error
+    finally:
+        del error, pending
+
+
 class CallTable:
     """Outstanding calls and streams of one endpoint."""
 
@@ -145,9 +159,7 @@ class CallTable:
                 pending.done = True
                 self._cancel_remote(call_id, peer)
             self._pending.pop(call_id, None)
-        if pending.error is not None:
-            raise pending.error
-        return pending.value
+        return _outcome(pending)
 
     def cast(self, peer: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._send(Kind.CAST, 0, peer, [method, list(args), kwargs])
@@ -251,8 +263,7 @@ class CallTable:
                 await pending.event.wait()
         finally:
             self._pending.pop(call_id, None)
-        if pending.error is not None:
-            raise pending.error
+        _outcome(pending)
 
     def pending_count(self, peer: int | None = None) -> int:
         return sum(1 for _, p in self._all() if peer is None or p.peer == peer)

@@ -73,6 +73,7 @@ _FORWARDABLE = frozenset({Kind.CALL, Kind.CAST, Kind.STREAM, Kind.REPLY, Kind.ER
 _FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
 _DISCONNECT_GRACE = 1.0
 _KILL_GRACE = 2.0
+_SHARED_SWITCHES = ("PYISOLATE_ENABLE_CUDA_IPC", "PYISOLATE_TRANSPORT")
 _TRANSPORT_TICK = 0.5
 _BATCH = bytes([Kind.BATCH])
 
@@ -394,6 +395,12 @@ class Runtime:
         threads = str(opts.compute_threads or default_compute_threads())
         for var in _THREAD_VARS:
             env[var] = threads
+        # pyisolate's own switches (PYISOLATE_ENABLE_CUDA_IPC, PYISOLATE_TRANSPORT)
+        # must mean the same on both sides of a transfer; the sandbox also
+        # turns GPU passthrough on when CUDA IPC is enabled.
+        for var in _SHARED_SWITCHES:
+            if var in os.environ:
+                env[var] = os.environ[var]
         env.update(opts.env)
         return env
 
@@ -439,16 +446,16 @@ class Runtime:
             for caller, call_id in [k for k in other.inbound if k[0] == record.id]:
                 other.inbound.discard((caller, call_id))
                 self._raw_send(other, Kind.CANCEL, call_id, record.id)
-        if self.transport is not None and self.transport.started:
+        if self.transport.started:
             self.transport.peer_died(record.id)
-            # Actors that exchanged tensors with it release what they hold for it.
-            for other in self._records.values():
-                if other.state == "running" and other.routing is not None:
-                    try:
-                        self._send_to(Kind.TRANSPORT, 0, other.id,
-                                      {"op": "peer_died", "peer": record.id})
-                    except ActorError:
-                        pass
+        # Actors that exchanged tensors with it release what they hold for it.
+        for other in self._records.values():
+            if other.state == "running" and other.routing is not None:
+                try:
+                    self._send_to(Kind.TRANSPORT, 0, other.id,
+                                  {"op": "peer_died", "peer": record.id})
+                except ActorError:
+                    pass
 
     # -- transport ---------------------------------------------------------------
 
@@ -763,14 +770,15 @@ class Runtime:
         if (held is not None and (dst is None or dst.routing is None or dst.state != "running")
                 and held.offer(src, kind, call_id, frame, fds)):
             return  # a supervised actor between incarnations (see _suphold)
-        if dst is not None and fds:
+        running = dst is not None and dst.routing is not None and dst.state == "running"
+        if fds:
+            # Only to a running actor: fds left in a channel nobody reads
+            # would be taken for the next message's.
             try:
-                forward_fds(fds, dst.channel)
+                forward_fds(fds, dst.channel if running and dst is not None else None)
             except TransportError:
-                dst = None  # its channel is gone with it
-        elif fds:
-            forward_fds(fds, None)
-        if dst is None or dst.routing is None or dst.state != "running":
+                running = False  # its channel is gone with it
+        if dst is None or not running:
             if kind in (Kind.CALL, Kind.STREAM):
                 error = (dst.closed_error() if dst is not None
                          else ActorClosedError(f"no actor with id {peer}"))

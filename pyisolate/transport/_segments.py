@@ -222,8 +222,18 @@ class _PmScanArg(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_uint64)
         for name in (
-            "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
-            "category_inverted", "category_mask", "category_anyof_mask", "return_mask",
+            "size",
+            "flags",
+            "start",
+            "end",
+            "walk_end",
+            "vec",
+            "vec_len",
+            "max_pages",
+            "category_inverted",
+            "category_mask",
+            "category_anyof_mask",
+            "return_mask",
         )
     ]
 
@@ -372,9 +382,7 @@ def import_fd(
         if mm is None:
             # Writable but private: the receiver may write its tensor (torch expects
             # writable memory); the kernel copies touched pages, the sender never sees them.
-            mm = mmap.mmap(
-                fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             entry = register(mm, fd, size, private=True)
             fd = -1  # the registry's now
             if key is not None:

@@ -118,14 +118,19 @@ class TransportSession:
             self.send_control(peer, {"op": "caps", "gpus": gpus})
 
     def flush(self) -> None:
-        """Send queued release messages (CUDA IPC, pooled shm segments). Called
-        on every export and import; the core also calls it on each tick."""
-        cuda = self.transports["cuda_ipc"]
-        if isinstance(cuda, CudaIpcTransport):
-            cuda.flush()
+        """Send queued release messages (CUDA IPC, pooled shm segments). The
+        core calls it on each tick, outside any encode: shm releases are sent
+        only here, never from inside an export or import (the core's send path
+        is not reentrant while a message is being encoded)."""
+        self._flush_cuda()
         shm = self.transports["shm"]
         if isinstance(shm, ShmTransport):
             shm.flush()
+
+    def _flush_cuda(self) -> None:
+        cuda = self.transports["cuda_ipc"]
+        if isinstance(cuda, CudaIpcTransport):
+            cuda.flush()
 
     # -- selection ---------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class TransportSession:
     def export(self, transport: Transport, region: Region, peer: int) -> Exported:
         if self._closed:
             raise TransportError("the transport session is closed")
-        self.flush()
+        self._flush_cuda()
         return transport.export(region, peer)
 
     def import_(self, name: str, handle: Any, fds: list[int], peer: int) -> Imported:
@@ -184,7 +189,7 @@ class TransportSession:
             for fd in fds:
                 os.close(fd)
             raise TransportError(f"peer {peer} used unknown transport {name!r}")
-        self.flush()
+        self._flush_cuda()
         return transport.import_(handle, fds, peer)
 
     # -- lifetime ----------------------------------------------------------------

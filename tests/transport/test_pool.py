@@ -1,0 +1,179 @@
+"""The shm transport's segment pool and the receiver's mapping cache."""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pyisolate import transport as T
+from pyisolate.errors import TransportError
+from pyisolate.transport import _segments, testing
+
+
+class Wire:
+    """Two ShmTransports whose control messages are delivered by hand."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, Any]] = []
+        self.sender = T.ShmTransport(self)
+        self.receiver = T.ShmTransport(self)
+
+    def send_control(self, peer: int, body: Any) -> None:
+        self.sent.append((peer, body))
+
+    def deliver(self) -> None:
+        self.receiver.flush()
+        for peer, body in self.sent:
+            assert peer == 0 and body["t"] == "shm" and body["op"] == "release"
+            self.sender.handle_control(1, body)
+        self.sent.clear()
+
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    w = Wire()
+    yield w
+    w.sender.close()
+    w.receiver.close()
+
+
+@pytest.fixture
+def carry() -> Iterator[Any]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def move(fds: list[int]) -> list[int]:
+        T.send_fds(a, fds)
+        return T.recv_fds(b, len(fds))[1]
+
+    with a, b:
+        yield move
+
+
+def _send(w: Wire, carry: Any, data: bytes) -> tuple[Any, int]:
+    exported = w.sender.export(testing.region_of(data), peer=1)
+    seg_id = exported.handle["id"]
+    fds = carry(exported.fds)
+    del exported
+    return w.receiver.import_({"off": 0, "n": len(data), "id": seg_id}, fds, peer=0), seg_id
+
+
+def test_reused_only_after_release(wire: Wire, carry: Any) -> None:
+    first, id1 = _send(wire, carry, b"a" * 100_000)
+    second, id2 = _send(wire, carry, b"b" * 100_000)
+    assert id1 != id2  # the first is still held
+    assert testing.imported_bytes(first) == b"a" * 100_000
+    del first
+    gc.collect()
+    wire.deliver()
+    third, id3 = _send(wire, carry, b"c" * 100_000)
+    assert id3 == id1 and testing.imported_bytes(third) == b"c" * 100_000
+    assert testing.imported_bytes(second) == b"b" * 100_000
+    assert wire.sender.pool is not None and wire.sender.pool.created == 2
+
+
+def test_no_reuse_while_held(wire: Wire, carry: Any) -> None:
+    held = [_send(wire, carry, bytes([i]) * 70_000) for i in range(5)]
+    wire.deliver()  # nothing to release: all alive
+    assert len({seg_id for _, seg_id in held}) == 5
+    for i, (imported, _) in enumerate(held):
+        assert testing.imported_bytes(imported) == bytes([i]) * 70_000
+
+
+def test_peer_death_frees(wire: Wire, carry: Any) -> None:
+    imported, seg_id = _send(wire, carry, b"x" * 100_000)
+    pool = wire.sender.pool
+    assert pool is not None and pool.idle_count() == 0
+    wire.sender.peer_died(1)
+    assert pool.idle_count() == 1
+    assert testing.imported_bytes(imported) == b"x" * 100_000
+
+
+def test_hostile_sender_cannot_resize_a_pooled_segment(wire: Wire, carry: Any) -> None:
+    exported = wire.sender.export(testing.region_of(b"y" * 100_000), peer=1)
+    fd = exported.fds[0]
+    with pytest.raises(OSError):
+        os.ftruncate(fd, 4096)
+    with pytest.raises(OSError):
+        os.ftruncate(fd, 1 << 24)
+    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    assert seals & _segments.SIZE_SEALS == _segments.SIZE_SEALS
+    # and a receiver refuses a memfd that its sender could still shrink
+    loose = _segments.create_memfd(100_000)
+    with pytest.raises(TransportError, match="resize"):
+        wire.receiver.import_({"off": 0, "n": 100_000, "id": 1}, [loose], peer=0)
+
+
+def test_forwarded_segment_is_never_released(wire: Wire, carry: Any) -> None:
+    torch = pytest.importorskip("torch")
+    imported, _ = _send(wire, carry, bytes(400_000))
+    t = torch.frombuffer(imported.buffer, dtype=torch.uint8)
+    entry = _segments.find_mapping(address=t.data_ptr())
+    assert entry is not None and entry.origins
+    shared = _segments.shared_segment(entry, 0)
+    assert shared is not None
+    wire.receiver.export(T.Region(400_000, lambda b: None, shared=shared, owner=t), peer=2)
+    del t, imported, entry, shared
+    gc.collect()
+    wire.receiver.flush()
+    assert not wire.sent
+
+
+def test_mapping_cache_reuses_a_clean_mapping_only(carry: Any) -> None:
+    torch = pytest.importorskip("torch")
+    shared = T.empty(1 << 18, dtype=torch.float32)
+    shared.fill_(1.0)
+    entry = _segments.find_mapping(address=shared.data_ptr())
+    assert entry is not None
+    receiver = T.ShmTransport()
+
+    def send() -> Any:
+        fds = carry([entry.fd])
+        return receiver.import_({"off": 0, "n": 1 << 20}, fds, peer=0).buffer
+
+    a, b = send(), send()
+    assert a is b  # clean: one mapping
+    memoryview(a)[0] = 7  # the receiver writes: copy-on-write page
+    c = send()
+    assert c is not a and memoryview(c)[0] != 7
+    assert float(shared[0]) == 1.0
+    del a, b, c
+    gc.collect()
+
+
+def test_conformance_with_pool(carry: Any) -> None:
+    sink = Wire()
+
+    def make_pair() -> testing.TransportPair:
+        return sink.sender, sink.receiver, carry
+
+    # check_no_leak needs releases routed back, which this harness does not
+    # do; test_nothing_leaks covers it with the release protocol.
+    try:
+        testing.check_round_trip(make_pair)
+        testing.check_copy_on_write(make_pair)
+        testing.check_malformed(make_pair)
+    finally:
+        sink.sender.close()
+        sink.receiver.close()
+
+
+def test_nothing_leaks(carry: Any) -> None:
+    gc.collect()
+    before = _segments.open_fd_count()
+    w = Wire()
+    for i in range(10):
+        imported, _ = _send(w, carry, bytes([i]) * 200_000)
+        del imported
+        gc.collect()
+        w.deliver()
+    assert w.sender.pool is not None and w.sender.pool.created == 1
+    w.sender.close()
+    w.receiver.close()
+    gc.collect()
+    assert _segments.open_fd_count() == before
