@@ -468,6 +468,8 @@ class ActorServer:
                 print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
                 return
         self._handle(header.kind, header.call_id, header.peer, body)
+        if self.transport.started:
+            self.transport.flush()  # a safe point: see the host's _route_one
 
     def _handle(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
         tasks = self.tasks

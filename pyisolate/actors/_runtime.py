@@ -276,7 +276,8 @@ class Runtime:
                for r in self._records.values()):
             raise ValueError(f"an actor named {name!r} is already running")
         mode, policy = _sandbox_setting(sandbox) if sandbox is not None else self.sandbox
-        shared_template = opts.template and isinstance(_template, bool)
+        # A template without a scope is shared by every actor of these settings.
+        shared_template = (_template is True) or (opts.template and _template is False)
         policy = _own_uid(policy, actor_id, shared=shared_template)
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Encode the constructor arguments first: an argument that cannot be
@@ -684,6 +685,10 @@ class Runtime:
             self._handle(record, header.kind, header.call_id, body)
         except ProtocolError as exc:
             self._cut_off(record, exc)
+        if self.transport.started:
+            # A safe point (no encode in progress): let segment releases queued
+            # by garbage collection leave now rather than on the next tick.
+            self.transport.flush()
 
     def _handshake(self, routing: bytes, frames: list[bytes]) -> None:
         try:

@@ -127,7 +127,12 @@ async def test_cannot_read_host_files(rt: Any, host_file: Path) -> None:
     paths = ["/etc/shadow", str(host_file), *home_files]
     assert set((await boxed.read_files(paths)).values()) == {"ENOENT"}
     # Only what the interpreter needs is visible in the home (it may live there).
-    interpreter_parts = Path(sys.executable).parts
+    interpreter_parts = {
+        *Path(sys.executable).parts,
+        *Path(os.path.realpath(sys.executable)).parts,
+        *Path(sys.base_prefix).parts,  # a virtual environment's base interpreter
+        *Path(sys.prefix).parts,
+    }
     visible_home = await boxed.list_dir(str(home))
     for name in visible_home if isinstance(visible_home, list) else []:
         assert name in interpreter_parts, visible_home
