@@ -55,8 +55,14 @@ def _memory(pid: int) -> tuple[int, int]:
 
 
 async def bench_restart(rt: pyisolate.Runtime, template: bool, n: int) -> list[float]:
-    sup = await rt.supervise(Supervisor(intensity=n + 10, period=1.0, heartbeat=None, children=[
-        ChildSpec("w", "sup_actors:Worker", template=template)]))
+    sup = await rt.supervise(
+        Supervisor(
+            intensity=n + 10,
+            period=1.0,
+            heartbeat=None,
+            children=[ChildSpec("w", "sup_actors:Worker", template=template)],
+        )
+    )
     ref = sup.ref("w")
     await ref.echo(0)
     times = []
@@ -108,8 +114,14 @@ async def bench_many(rt: pyisolate.Runtime, count: int) -> dict[str, Any]:
     cold_pss, cold_uss = _memory(rt.process_id(cold))  # type: ignore[arg-type]
     for ref in [*refs, cold]:
         await ref.stop(timeout=5)
-    return {"count": count, "spawn_s": spawned, "pss": statistics.mean(pss),
-            "uss": statistics.mean(uss), "cold_pss": cold_pss, "cold_uss": cold_uss}
+    return {
+        "count": count,
+        "spawn_s": spawned,
+        "pss": statistics.mean(pss),
+        "uss": statistics.mean(uss),
+        "cold_pss": cold_pss,
+        "cold_uss": cold_uss,
+    }
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -123,41 +135,76 @@ async def run(args: argparse.Namespace) -> None:
     async with pyisolate.Runtime(**kwargs) as rt:
         warm = await bench_restart(rt, True, args.restarts)
         cold = await bench_restart(rt, False, max(5, args.restarts // 3))
-        rows.append(("restart, template (SIGKILL -> next call)",
-                     f"median {statistics.median(warm) * 1e3:.1f} ms, p99 {_pct(warm, .99) * 1e3:.1f} ms",
-                     "target <= 100 ms"))
-        rows.append(("restart, cold (baseline)",
-                     f"median {statistics.median(cold) * 1e3:.1f} ms, p99 {_pct(cold, .99) * 1e3:.1f} ms",
-                     f"x{statistics.median(cold) / statistics.median(warm):.1f} slower"))
+        rows.append(
+            (
+                "restart, template (SIGKILL -> next call)",
+                f"median {statistics.median(warm) * 1e3:.1f} ms, p99 {_pct(warm, 0.99) * 1e3:.1f} ms",
+                "target <= 100 ms",
+            )
+        )
+        rows.append(
+            (
+                "restart, cold (baseline)",
+                f"median {statistics.median(cold) * 1e3:.1f} ms, p99 {_pct(cold, 0.99) * 1e3:.1f} ms",
+                f"x{statistics.median(cold) / statistics.median(warm):.1f} slower",
+            )
+        )
         try:
             import torch  # noqa: F401
 
             t_warm = await bench_spawn(rt, True, args.spawns)
             t_cold = await bench_spawn(rt, False, max(3, args.spawns // 3))
-            rows.append(("spawn torch actor, template",
-                         f"median {statistics.median(t_warm[1:] or t_warm) * 1e3:.1f} ms "
-                         f"(first, starting the template: {t_warm[0] * 1e3:.0f} ms)",
-                         "target <= 50 ms"))
-            rows.append(("spawn torch actor, cold (baseline)",
-                         f"median {statistics.median(t_cold) * 1e3:.1f} ms",
-                         f"x{statistics.median(t_cold) / statistics.median(t_warm[1:] or t_warm):.1f} slower"))
+            rows.append(
+                (
+                    "spawn torch actor, template",
+                    f"median {statistics.median(t_warm[1:] or t_warm) * 1e3:.1f} ms "
+                    f"(first, starting the template: {t_warm[0] * 1e3:.0f} ms)",
+                    "target <= 50 ms",
+                )
+            )
+            rows.append(
+                (
+                    "spawn torch actor, cold (baseline)",
+                    f"median {statistics.median(t_cold) * 1e3:.1f} ms",
+                    f"x{statistics.median(t_cold) / statistics.median(t_warm[1:] or t_warm):.1f} slower",
+                )
+            )
         except ImportError:
             rows.append(("spawn torch actor", "skipped: no torch", ""))
         many = await bench_many(rt, args.actors)
-        rows.append((f"{many['count']} concurrent actors (template), each answered",
-                     f"spawned in {many['spawn_s']:.1f} s", "target 256"))
-        rows.append(("memory per actor, template",
-                     f"PSS {many['pss'] / 1024:.1f} MiB, USS {many['uss'] / 1024:.1f} MiB", ""))
-        rows.append(("memory of one cold actor (baseline)",
-                     f"PSS {many['cold_pss'] / 1024:.1f} MiB, USS {many['cold_uss'] / 1024:.1f} MiB",
-                     ""))
+        rows.append(
+            (
+                f"{many['count']} concurrent actors (template), each answered",
+                f"spawned in {many['spawn_s']:.1f} s",
+                "target 256",
+            )
+        )
+        rows.append(
+            (
+                "memory per actor, template",
+                f"PSS {many['pss'] / 1024:.1f} MiB, USS {many['uss'] / 1024:.1f} MiB",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "memory of one cold actor (baseline)",
+                f"PSS {many['cold_pss'] / 1024:.1f} MiB, USS {many['cold_uss'] / 1024:.1f} MiB",
+                "",
+            )
+        )
     if args.chaos:
         from test_sup_chaos import run_chaos
 
         tally = await run_chaos(args.chaos)
-        rows.append((f"chaos {args.chaos:.0f} s", f"{tally['ok']} ok, errors {tally['errors']}",
-                     f"{tally['kills']} kills, {tally['stops']} freezes, "
-                     f"slowest call {tally['slowest']:.2f} s"))
+        rows.append(
+            (
+                f"chaos {args.chaos:.0f} s",
+                f"{tally['ok']} ok, errors {tally['errors']}",
+                f"{tally['kills']} kills, {tally['stops']} freezes, "
+                f"slowest call {tally['slowest']:.2f} s",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  result")
     for name, value, note in rows:

@@ -32,11 +32,17 @@ class Worker(pyisolate.Actor):
 
 async def main() -> None:
     async with pyisolate.Runtime() as rt:
-        sup = await rt.supervise(Supervisor(
-            strategy=Strategy.ONE_FOR_ONE, intensity=3, period=5.0, children=[
-                ChildSpec("db", Counter, args=(0,), restart=Restart.PERMANENT, shutdown=5.0),
-                ChildSpec("worker", Worker, restart=Restart.TRANSIENT, shutdown="brutal_kill"),
-            ]))
+        sup = await rt.supervise(
+            Supervisor(
+                strategy=Strategy.ONE_FOR_ONE,
+                intensity=3,
+                period=5.0,
+                children=[
+                    ChildSpec("db", Counter, args=(0,), restart=Restart.PERMANENT, shutdown=5.0),
+                    ChildSpec("worker", Worker, restart=Restart.TRANSIENT, shutdown="brutal_kill"),
+                ],
+            )
+        )
         db = sup.ref("db")  # stays valid across restarts
         print("db:", await db.inc(), await db.inc())
         os.kill(rt.process_id(db), signal.SIGKILL)  # type: ignore[arg-type]

@@ -42,8 +42,9 @@ async def main() -> None:
         print(f"brightness: {await model.brightness(image):.2f}")
 
         inverted = await model.invert(image)
-        print(f"inverted: {float(inverted.mean()):.2f}, original untouched: "
-              f"{float(image.mean()):.2f}")
+        print(
+            f"inverted: {float(inverted.mean()):.2f}, original untouched: {float(image.mean()):.2f}"
+        )
 
         mask = torch.rand(256, 256) > 2  # an ordinary tensor: one copy
         print(f"mask through the actor: {await model.brightness(mask.float()):.2f}")

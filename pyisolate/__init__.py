@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._wire import Limits, register_type
     from .actors import (
+        BRUTAL_KILL,
         Actor,
         ActorRef,
-        BRUTAL_KILL,
         Backoff,
         BlockingActorRef,
         BlockingRuntime,
@@ -58,13 +58,13 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BRUTAL_KILL",
     "Actor",
     "ActorClosedError",
     "ActorDiedError",
     "ActorError",
     "ActorRef",
     "ActorStartError",
-    "BRUTAL_KILL",
     "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",

@@ -14,7 +14,6 @@ import pyisolate
 pytestmark = pytest.mark.anyio
 
 
-
 async def _stat(ref: pyisolate.ActorRef, key: str) -> int:
     return int((await ref.stats())[key])
 

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "BRUTAL_KILL",
     "Actor",
     "ActorRef",
-    "BRUTAL_KILL",
     "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",

@@ -208,7 +208,7 @@ def _check_reachable(endpoint: str) -> None:
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(endpoint[len("ipc://"):])
+        probe.connect(endpoint[len("ipc://") :])
     except OSError as exc:
         raise SystemExit(f"pyisolate: cannot reach the host at {endpoint}: {exc}") from None
     finally:
@@ -507,8 +507,7 @@ class ActorServer:
                 try:
                     self.transport.handle_control(peer, body)
                 except Exception as exc:
-                    print(f"pyisolate: bad transport message from {peer}: {exc}",
-                          file=sys.stderr)
+                    print(f"pyisolate: bad transport message from {peer}: {exc}", file=sys.stderr)
         elif kind is Kind.REFUSED:
             print(f"pyisolate: the host refused this actor: {body}", file=sys.stderr)
             os._exit(71)

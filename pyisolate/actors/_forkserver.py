@@ -53,7 +53,8 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]
     """One control message and the fds attached to it; (None, []) at EOF."""
     fds = array.array("i")
     data, ancdata, _flags, _addr = sock.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
+    )
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
@@ -65,8 +66,10 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]
 
 
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
-    sock.sendmsg([msgpack.packb(message)],
-                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+    sock.sendmsg(
+        [msgpack.packb(message)],
+        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [],
+    )
 
 
 def _preload(modules: list[str]) -> list[str]:
@@ -143,8 +146,13 @@ def _reap(ctl: socket.socket, children: set[int]) -> None:
         send_message(ctl, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _serve(ctl: socket.socket, message: dict[str, Any], fds: list[int], children: set[int],
-           close_own_fds: Any) -> None:
+def _serve(
+    ctl: socket.socket,
+    message: dict[str, Any],
+    fds: list[int],
+    children: set[int],
+    close_own_fds: Any,
+) -> None:
     op = message.get("op")
     if op == "kill":
         if message["pid"] in children:
@@ -163,8 +171,14 @@ def _serve(ctl: socket.socket, message: dict[str, Any], fds: list[int], children
     if _cuda_initialized():
         for fd in fds:
             os.close(fd)
-        send_message(ctl, {"op": "error", "seq": message["seq"],
-                           "error": "a CUDA context exists in the template: forking is unsafe"})
+        send_message(
+            ctl,
+            {
+                "op": "error",
+                "seq": message["seq"],
+                "error": "a CUDA context exists in the template: forking is unsafe",
+            },
+        )
         return
     sys.stdout.flush()
     sys.stderr.flush()

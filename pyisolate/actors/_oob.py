@@ -10,12 +10,11 @@ fds and keeps the ownership rules in one place.
 
 from __future__ import annotations
 
-import socket
-from typing import Any
-
 import importlib
 import os
+import socket
 from collections.abc import Callable
+from typing import Any
 
 from .._wire import Codec, DecodeContext, EncodeContext, default_registry
 from ..errors import ProtocolError, TransportError

@@ -46,16 +46,16 @@ from .._wire import (
 from .._wire._envelope import HOST
 from ..errors import (
     ActorClosedError,
-    ActorError,
     ActorDiedError,
+    ActorError,
     ActorStartError,
     ProtocolError,
     TransportError,
 )
-from ._calls import CallTable
 from ..sandbox import SandboxMode, SandboxPolicy, build_launch
-from ._options import SpawnOptions, default_compute_threads
+from ._calls import CallTable
 from ._oob import LazySession, decode_with_fds, encode_with_fds, forward_fds, receive_fds
+from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials, read_credentials
 from ._process import ActorProcess, describe_exit, python_command
 from ._ref import ActorRef
@@ -66,10 +66,27 @@ __all__ = ["Runtime"]
 log = logging.getLogger("pyisolate.runtime")
 
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-_FORWARDABLE = frozenset({Kind.CALL, Kind.CAST, Kind.STREAM, Kind.REPLY, Kind.ERROR, Kind.ITEM,
-                          Kind.END, Kind.CREDIT, Kind.CANCEL, Kind.TRANSPORT})
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+_FORWARDABLE = frozenset(
+    {
+        Kind.CALL,
+        Kind.CAST,
+        Kind.STREAM,
+        Kind.REPLY,
+        Kind.ERROR,
+        Kind.ITEM,
+        Kind.END,
+        Kind.CREDIT,
+        Kind.CANCEL,
+        Kind.TRANSPORT,
+    }
+)
 _FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
 _DISCONNECT_GRACE = 1.0
 _KILL_GRACE = 2.0
@@ -272,8 +289,9 @@ class Runtime:
         # A supervisor restarts a child under its old id: references follow it.
         actor_id = next(self._ids) if _reuse_id is None else _reuse_id
         name = name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
-        if any(r.name == name and r.state in ("starting", "running")
-               for r in self._records.values()):
+        if any(
+            r.name == name and r.state in ("starting", "running") for r in self._records.values()
+        ):
             raise ValueError(f"an actor named {name!r} is already running")
         mode, policy = _sandbox_setting(sandbox) if sandbox is not None else self.sandbox
         # A template without a scope is shared by every actor of these settings.
@@ -296,8 +314,9 @@ class Runtime:
         host_end.setblocking(False)
         enable_credentials(host_end)
         record.channel = host_end
-        sys_path = [os.path.abspath(p) if p else os.getcwd()
-                    for p in sys.path if isinstance(p, str)]
+        sys_path = [
+            os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)
+        ]
         if opts.python:
             # Another interpreter (a virtual environment) keeps its own
             # packages; it only gets our code directories in front of them.
@@ -333,13 +352,16 @@ class Runtime:
             from ._template import spawn_forked
 
             scope = None if isinstance(_template, bool) else _template
-            forked = await spawn_forked(self, record, boot, mode, policy, opts, ro_binds,
-                                        child_end, _PKG_ROOT, scope=scope)
+            forked = await spawn_forked(
+                self, record, boot, mode, policy, opts, ro_binds, child_end, _PKG_ROOT, scope=scope
+            )
             if forked is not None:
                 return forked  # type: ignore[no-any-return]
         try:
             plan = build_launch(
-                policy, mode, argv,
+                policy,
+                mode,
+                argv,
                 env=self._child_env(opts),
                 ro_binds=ro_binds,
                 rw_binds=[],
@@ -428,7 +450,8 @@ class Runtime:
             if record.death is None:
                 record.death = ActorDiedError(
                     f"actor {record.name!r} died ({describe_exit(code)})",
-                    actor=record.name, exitcode=code,
+                    actor=record.name,
+                    exitcode=code,
                 )
             if was == "running":
                 log.info("%s", record.death)
@@ -453,8 +476,9 @@ class Runtime:
         for other in self._records.values():
             if other.state == "running" and other.routing is not None:
                 try:
-                    self._send_to(Kind.TRANSPORT, 0, other.id,
-                                  {"op": "peer_died", "peer": record.id})
+                    self._send_to(
+                        Kind.TRANSPORT, 0, other.id, {"op": "peer_died", "peer": record.id}
+                    )
                 except ActorError:
                     pass
 
@@ -463,8 +487,9 @@ class Runtime:
     def _new_transport_session(self) -> Any:
         from ..transport import TransportSession
 
-        return TransportSession(send_control=self._send_transport_control,
-                                workdir=str(self._dir.path))
+        return TransportSession(
+            send_control=self._send_transport_control, workdir=str(self._dir.path)
+        )
 
     def _send_transport_control(self, peer: int, body: Any) -> None:
         try:
@@ -567,8 +592,7 @@ class Runtime:
 
     def _send_to(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
         record = self._records.get(peer)
-        if record is None or record.routing is None or record.state not in ("running",
-                                                                             "stopping"):
+        if record is None or record.routing is None or record.state not in ("running", "stopping"):
             if record is None:
                 raise ActorClosedError(f"no actor with id {peer}")
             raise record.closed_error()
@@ -584,12 +608,14 @@ class Runtime:
             # The actor died a moment ago (its side channel is closed) and its
             # exit is not seen yet: the same error as an unreachable socket.
             self._on_disconnect(record)
-            raise ActorDiedError(f"actor {record.name!r} is unreachable: {exc}",
-                                 actor=record.name) from None
+            raise ActorDiedError(
+                f"actor {record.name!r} is unreachable: {exc}", actor=record.name
+            ) from None
         self._emit(record, encode_header(kind, call_id, HOST, len(ectx.fds)) + data)
 
-    def _raw_send(self, record: _Record, kind: Kind, call_id: int, peer: int,
-                  body: bytes | None = None) -> None:
+    def _raw_send(
+        self, record: _Record, kind: Kind, call_id: int, peer: int, body: bytes | None = None
+    ) -> None:
         if record.routing is None:
             return
         header = encode_header(kind, call_id, peer)
@@ -698,7 +724,11 @@ class Runtime:
             if header.kind is not Kind.HELLO:
                 raise ProtocolError(f"expected HELLO, got {header.kind.name}")
             version, actor_id, token = msgpack.unpackb(
-                frames[1][HEADER_SIZE:], max_bin_len=256, max_str_len=256, max_array_len=3, max_map_len=0
+                frames[1][HEADER_SIZE:],
+                max_bin_len=256,
+                max_str_len=256,
+                max_array_len=3,
+                max_map_len=0,
             )
             if type(actor_id) is not int or not isinstance(token, bytes):
                 raise ProtocolError("malformed HELLO")
@@ -706,15 +736,20 @@ class Runtime:
             self._refuse(routing, f"handshake refused: {exc}")
             return
         record = self._records.get(actor_id)
-        if (record is None or record.state != "starting" or record.routing is not None
-                or not hmac.compare_digest(token, record.token)):
+        if (
+            record is None
+            or record.state != "starting"
+            or record.routing is not None
+            or not hmac.compare_digest(token, record.token)
+        ):
             self._refuse(routing, "handshake refused: unknown actor or wrong token")
             return
         if version != PROTOCOL_VERSION:
             self._refuse(routing, f"protocol version {version!r} is not {PROTOCOL_VERSION}")
             record.start_error = ActorStartError(
                 f"actor {record.name!r} speaks protocol version {version!r}; this host speaks "
-                f"{PROTOCOL_VERSION}", actor=record.name,
+                f"{PROTOCOL_VERSION}",
+                actor=record.name,
             )
             record.start_error.__cause__ = ProtocolError("protocol version mismatch")
             record.ready.set()
@@ -743,8 +778,9 @@ class Runtime:
                 isinstance(k, str) and isinstance(v, str) for k, v in body.items()
             ):
                 raise ProtocolError("malformed READY")
-            record.ref = ActorRef(self, record.id, record.name, body,
-                                  default_timeout=record.options.call_timeout)
+            record.ref = ActorRef(
+                self, record.id, record.name, body, default_timeout=record.options.call_timeout
+            )
             record.state = "running"
             record.ready.set()
             if self.transport.started:
@@ -756,8 +792,9 @@ class Runtime:
             record.start_error = _start_error(record.name, body)
             record.ready.set()
         elif kind in (Kind.CALL, Kind.STREAM):
-            self._send_error_to(record.id, call_id, HOST,
-                                AttributeError("the host serves no methods"))
+            self._send_error_to(
+                record.id, call_id, HOST, AttributeError("the host serves no methods")
+            )
         elif kind is Kind.TRANSPORT and self.transport is not None:
             self.transport.handle_control(record.id, body)
         elif kind in (Kind.CAST, Kind.CREDIT, Kind.CANCEL):
@@ -765,15 +802,19 @@ class Runtime:
         else:
             raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
 
-    def _forward(self, src: _Record, kind: Kind, call_id: int, peer: int,
-                 frame: bytes, fds: list[int]) -> None:
+    def _forward(
+        self, src: _Record, kind: Kind, call_id: int, peer: int, frame: bytes, fds: list[int]
+    ) -> None:
         if kind not in _FORWARDABLE:
             forward_fds(fds, None)
             raise ProtocolError(f"{kind.name} cannot be sent to another actor")
         dst = self._records.get(peer)
         held = self._holds.get(peer)
-        if (held is not None and (dst is None or dst.routing is None or dst.state != "running")
-                and held.offer(src, kind, call_id, frame, fds)):
+        if (
+            held is not None
+            and (dst is None or dst.routing is None or dst.state != "running")
+            and held.offer(src, kind, call_id, frame, fds)
+        ):
             return  # a supervised actor between incarnations (see _suphold)
         running = dst is not None and dst.routing is not None and dst.state == "running"
         if fds:
@@ -785,8 +826,11 @@ class Runtime:
                 running = False  # its channel is gone with it
         if dst is None or not running:
             if kind in (Kind.CALL, Kind.STREAM):
-                error = (dst.closed_error() if dst is not None
-                         else ActorClosedError(f"no actor with id {peer}"))
+                error = (
+                    dst.closed_error()
+                    if dst is not None
+                    else ActorClosedError(f"no actor with id {peer}")
+                )
                 self._send_error_to(src.id, call_id, peer, error)
             return
         if kind in (Kind.CALL, Kind.STREAM):
@@ -814,9 +858,13 @@ class Runtime:
             with anyio.move_on_after(_DISCONNECT_GRACE):
                 await record.process.exited.wait()
             if not record.process.exited.is_set():
-                self._cut_off(record, ProtocolError(
-                    f"actor {record.name!r} dropped its connection (a message over the "
-                    f"{self._codec.limits.max_frame}-byte limit, or a closed socket)"))
+                self._cut_off(
+                    record,
+                    ProtocolError(
+                        f"actor {record.name!r} dropped its connection (a message over the "
+                        f"{self._codec.limits.max_frame}-byte limit, or a closed socket)"
+                    ),
+                )
 
         self._tg.start_soon(judge)
 
@@ -824,8 +872,7 @@ class Runtime:
         """Disconnect a misbehaving actor: fail its calls with ``exc``, kill it."""
         if record.state in ("dead", "stopped"):
             return
-        log.error("pyisolate: actor %r violated the protocol and is cut off: %s",
-                  record.name, exc)
+        log.error("pyisolate: actor %r violated the protocol and is cut off: %s", record.name, exc)
         record.death = ProtocolError(f"actor {record.name!r} was cut off: {exc}")
         if record.state == "starting":
             record.start_error = ActorStartError(str(record.death), actor=record.name)
@@ -879,8 +926,15 @@ def _too_broad(path: str) -> bool:
     if _covers_runtime_base(path):
         return True
     path = os.path.abspath(path).rstrip("/") + "/"
-    broad = ("/tmp", "/var/tmp", "/dev/shm", "/home", "/root", tempfile.gettempdir(),
-             os.path.expanduser("~"))
+    broad = (
+        "/tmp",
+        "/var/tmp",
+        "/dev/shm",
+        "/home",
+        "/root",
+        tempfile.gettempdir(),
+        os.path.expanduser("~"),
+    )
     return any((os.path.abspath(b).rstrip("/") + "/").startswith(path) for b in broad)
 
 
@@ -898,8 +952,12 @@ def _sandbox_setting(value: SandboxArg) -> tuple[SandboxMode, SandboxPolicy]:
         return value, SandboxPolicy()
     if isinstance(value, SandboxPolicy):
         return SandboxMode.AUTO, value
-    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], SandboxMode)
-            and isinstance(value[1], SandboxPolicy)):
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], SandboxMode)
+        and isinstance(value[1], SandboxPolicy)
+    ):
         return value[0], value[1]
     raise TypeError(
         f"sandbox must be a SandboxMode, a SandboxPolicy or a (mode, policy) pair, not {value!r}"
@@ -912,8 +970,9 @@ def _start_error(name: str, body: Any) -> ActorStartError:
         detail = f"{module}.{qualname}: {', '.join(map(str, args))}".replace("builtins.", "")
     except Exception:
         detail, tb = repr(body), ""
-    error = ActorStartError(f"actor {name!r} failed to start: {detail}\n\n"
-                            f"Remote traceback:\n{tb}", actor=name)
+    error = ActorStartError(
+        f"actor {name!r} failed to start: {detail}\n\nRemote traceback:\n{tb}", actor=name
+    )
     return error
 
 

@@ -125,9 +125,11 @@ class Slot:
         owner = self.owner
         if owner.failure is not None:
             return owner.failure
-        return ActorClosedError(f"supervised actor {self.id!r} is {self.status}"
-                                + (" (its supervisor is down)" if owner.done else ""),
-                                actor=self.id)
+        return ActorClosedError(
+            f"supervised actor {self.id!r} is {self.status}"
+            + (" (its supervisor is down)" if owner.done else ""),
+            actor=self.id,
+        )
 
     def record(self) -> Any:
         return None if self.actor_id is None else self.runtime._records.get(self.actor_id)
@@ -143,14 +145,24 @@ class Slot:
     def info(self) -> ChildInfo:
         up = self.is_up()
         ref = (self.nested if self.spec.is_supervisor else self.ref) if up else None
-        return ChildInfo(self.id, ref, "supervisor" if self.spec.is_supervisor else "worker",
-                         self.spec.restart, self.status, self.restarts)
+        return ChildInfo(
+            self.id,
+            ref,
+            "supervisor" if self.spec.is_supervisor else "worker",
+            self.spec.restart,
+            self.status,
+            self.restarts,
+        )
 
     async def wait_past(self, incarnation: int, deadline: float) -> None:
         """Return once the supervisor has handled the end of ``incarnation``
         (a call that failed on it is then retried on the next one)."""
-        while (self.incarnation == incarnation and self.status == "running"
-               and self.successor is None and not self.owner.done):
+        while (
+            self.incarnation == incarnation
+            and self.status == "running"
+            and self.successor is None
+            and not self.owner.done
+        ):
             with anyio.fail_after(_until(deadline)):
                 await self.changed.wait()
 
@@ -172,7 +184,8 @@ class Slot:
                 error = ActorClosedError(
                     f"supervised actor {self.id!r} is {self.status}"
                     + (" (its supervisor is down)" if owner.done else ""),
-                    actor=self.id)
+                    actor=self.id,
+                )
                 record = self.record()
                 cause = owner.failure or (record.death if record is not None else None)
                 raise error from cause

@@ -62,8 +62,15 @@ class SupervisorHandle:
     RestartIntensityError if it gave up; ``stats`` counts what happened.
     """
 
-    def __init__(self, rt: Runtime, spec: Supervisor, *, parent: SupervisorHandle | None,
-                 prefix: str, previous: SupervisorHandle | None = None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        spec: Supervisor,
+        *,
+        parent: SupervisorHandle | None,
+        prefix: str,
+        previous: SupervisorHandle | None = None,
+    ) -> None:
         self.runtime = rt
         # The incarnation this one replaces (a restarted nested supervisor):
         # its children's actor ids and references carry over.
@@ -248,8 +255,13 @@ class SupervisorHandle:
         assert self._tg is not None
         spec = slot.spec
         if isinstance(spec.target, Supervisor):
-            nested = SupervisorHandle(self.runtime, spec.target, parent=self,
-                                      prefix=f"{self.prefix}{spec.id}/", previous=slot.nested)
+            nested = SupervisorHandle(
+                self.runtime,
+                spec.target,
+                parent=self,
+                prefix=f"{self.prefix}{spec.id}/",
+                previous=slot.nested,
+            )
             try:
                 await nested._start()
             finally:
@@ -262,15 +274,21 @@ class SupervisorHandle:
             self._tg.start_soon(watch_nested, self, slot, slot.incarnation, nested)
         else:
             rt = self.runtime
-            ref = await rt.spawn(spec.target, *spec.args, name=f"{self.prefix}{spec.id}",
-                                 options=spec.options, sandbox=spec.sandbox,
-                                 _reuse_id=slot.actor_id,
-                                 # A template of its own: siblings never share a sandbox.
-                                 _template=("child", slot.actor_id) if spec.template else False,
-                                 **spec.kwargs)
+            ref = await rt.spawn(
+                spec.target,
+                *spec.args,
+                name=f"{self.prefix}{spec.id}",
+                options=spec.options,
+                sandbox=spec.sandbox,
+                _reuse_id=slot.actor_id,
+                # A template of its own: siblings never share a sandbox.
+                _template=("child", slot.actor_id) if spec.template else False,
+                **spec.kwargs,
+            )
             if slot.ref is None:
-                slot.ref = SupervisedRef(rt, ref.id, ref.name, ref.methods,
-                                         ref.default_timeout, slot)
+                slot.ref = SupervisedRef(
+                    rt, ref.id, ref.name, ref.methods, ref.default_timeout, slot
+                )
             if slot.actor_id is None:
                 register(rt, ref.id, slot)  # actor-to-actor calls wait across restarts
             slot.actor_id = ref.id
@@ -279,15 +297,15 @@ class SupervisorHandle:
             self._tg.start_soon(watch_actor, self, slot, slot.incarnation, record)
             heartbeat = spec.heartbeat or self.spec.heartbeat
             if heartbeat is not None:
-                self._tg.start_soon(heartbeat_loop, self, slot, slot.incarnation, record,
-                                   heartbeat)
+                self._tg.start_soon(heartbeat_loop, self, slot, slot.incarnation, record, heartbeat)
         slot.failed_starts = 0
         slot.set_status("running")
 
     # -- watching -----------------------------------------------------------------
 
-    async def _on_exit(self, slot: Slot, incarnation: int, normal: bool,
-                       cause: BaseException | None) -> None:
+    async def _on_exit(
+        self, slot: Slot, incarnation: int, normal: bool, cause: BaseException | None
+    ) -> None:
         async with self._lock:
             if self._down or slot.incarnation != incarnation or slot.status != "running":
                 return  # our own doing (a stop, a strategy's restart) or stale
@@ -299,7 +317,8 @@ class SupervisorHandle:
                 self.stats.last_failure = cause
                 log.warning("supervisor %r: child %r failed: %s", self.name, slot.id, cause)
             again = slot.spec.restart is Restart.PERMANENT or (
-                slot.spec.restart is Restart.TRANSIENT and not normal)
+                slot.spec.restart is Restart.TRANSIENT and not normal
+            )
             if not again:
                 if slot.nested is not None:
                     slot.nested._settle()
@@ -336,7 +355,8 @@ class SupervisorHandle:
                     await record.process.exited.wait()
                 else:
                     await self.runtime.stop_actor(
-                        record.id, math.inf if shutdown is None else float(shutdown))
+                        record.id, math.inf if shutdown is None else float(shutdown)
+                    )
         slot.set_status(status)
 
     def _delete(self, slot: Slot) -> None:

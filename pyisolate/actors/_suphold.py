@@ -64,8 +64,7 @@ class HeldCalls:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def offer(self, src: _Record, kind: Kind, call_id: int, frame: bytes,
-              fds: list[int]) -> bool:
+    def offer(self, src: _Record, kind: Kind, call_id: int, frame: bytes, fds: list[int]) -> bool:
         """Called by ``_forward`` for a frame to this id while no incarnation
         runs. True: held (or, a CANCEL, consumed); False: route it as usual."""
         if kind is Kind.CANCEL:
@@ -80,10 +79,16 @@ class HeldCalls:
         if len(self._frames) >= MAX_HELD_FRAMES or self._nfds + len(fds) > MAX_HELD_FDS:
             forward_fds(fds, None)
             if kind is not Kind.CAST:
-                self.runtime._send_error_to(src.id, call_id, self.actor_id, ActorClosedError(
-                    f"supervised actor {self.slot.id!r} is restarting and too many calls "
-                    f"({len(self._frames)}, {self._nfds} fds) already wait for it",
-                    actor=self.slot.id))
+                self.runtime._send_error_to(
+                    src.id,
+                    call_id,
+                    self.actor_id,
+                    ActorClosedError(
+                        f"supervised actor {self.slot.id!r} is restarting and too many calls "
+                        f"({len(self._frames)}, {self._nfds} fds) already wait for it",
+                        actor=self.slot.id,
+                    ),
+                )
             return True
         self._frames.append(_Frame(src, kind, call_id, frame, fds))
         self._nfds += len(fds)

@@ -52,17 +52,24 @@ class SupervisedRef(ActorRef):
 
     __slots__ = ("_slot",)
 
-    def __init__(self, endpoint: Endpoint, actor_id: int, name: str,
-                 methods: dict[str, str] | None, default_timeout: float | None,
-                 slot: Slot) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        actor_id: int,
+        name: str,
+        methods: dict[str, str] | None,
+        default_timeout: float | None,
+        slot: Slot,
+    ) -> None:
         super().__init__(endpoint, actor_id, name, methods, default_timeout)
         self._slot = slot
 
     def __repr__(self) -> str:
         return f"<SupervisedRef {self.name!r} id={self.id}>"
 
-    async def call(self, method: str, /, *args: Any, timeout: float | None = None,
-                   **kwargs: Any) -> Any:
+    async def call(
+        self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         deadline = _deadline(timeout if timeout is not None else self.default_timeout)
         retry = method in self._slot.idempotent
         while True:
@@ -71,7 +78,11 @@ class SupervisedRef(ActorRef):
             remaining = _remaining(deadline)
             try:
                 return await self._endpoint.calls.call(
-                    self.id, self.name, method, args, kwargs,
+                    self.id,
+                    self.name,
+                    method,
+                    args,
+                    kwargs,
                     math.inf if remaining is None else remaining,
                 )
             except ActorDiedError:
@@ -88,8 +99,15 @@ class SupervisedRef(ActorRef):
         await self._slot.wait_up(_deadline(self.default_timeout))
         self._endpoint.calls.cast(self.id, method, args, kwargs)
 
-    def stream(self, method: str, /, *args: Any, window: int = DEFAULT_WINDOW,
-               timeout: float | None = None, **kwargs: Any) -> Any:
+    def stream(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Like :meth:`ActorRef.stream`; opening waits for a running incarnation.
         A stream is never resumed on a new incarnation: it fails with the death."""
         if window < 1:
@@ -101,8 +119,15 @@ class SupervisedRef(ActorRef):
 class _DeferredStream:
     """Opens the remote stream on first use, once the child runs."""
 
-    def __init__(self, ref: SupervisedRef, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], window: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        ref: SupervisedRef,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        window: int,
+        timeout: float | None,
+    ) -> None:
         self._ref = ref
         self._open_args = (method, args, kwargs, window, timeout)
         self._stream: RemoteStream | None = None
@@ -119,7 +144,8 @@ class _DeferredStream:
             await self._ref._slot.wait_up(_deadline(timeout))
             ref = self._ref
             self._stream = ref._endpoint.calls.open_stream(
-                ref.id, ref.name, method, args, kwargs, window, timeout)
+                ref.id, ref.name, method, args, kwargs, window, timeout
+            )
         return await self._stream.__anext__()
 
     async def aclose(self) -> None:

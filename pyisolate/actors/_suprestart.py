@@ -48,12 +48,17 @@ async def restart(sup: SupervisorHandle, slot: Slot, cause: BaseException | None
     elif strategy is Strategy.ONE_FOR_ALL:
         group = list(sup._slots)
     else:
-        group = sup._slots[sup._slots.index(slot):]
+        group = sup._slots[sup._slots.index(slot) :]
     slot.set_status("restarting")
     others = [s for s in group if s is not slot and s.status == "running"]
     for other in reversed(others):
-        log.info("supervisor %r: stopping %r (%s after %r failed)",
-                 sup.name, other.id, strategy.value, slot.id)
+        log.info(
+            "supervisor %r: stopping %r (%s after %r failed)",
+            sup.name,
+            other.id,
+            strategy.value,
+            slot.id,
+        )
         await sup._terminate(other, "restarting")
     todo = []
     for s in group:
@@ -65,14 +70,20 @@ async def restart(sup: SupervisorHandle, slot: Slot, cause: BaseException | None
     await start_in_order(sup, todo, cause)
 
 
-async def start_in_order(sup: SupervisorHandle, todo: list[Slot],
-                         cause: BaseException | None) -> None:
+async def start_in_order(
+    sup: SupervisorHandle, todo: list[Slot], cause: BaseException | None
+) -> None:
     for i, s in enumerate(todo):
         if s.status != "restarting":
             continue
         s.restarts += 1
-        log.warning("supervisor %r: restarting child %r (restart %d; cause: %s)",
-                    sup.name, s.id, s.restarts, cause)
+        log.warning(
+            "supervisor %r: restarting child %r (restart %d; cause: %s)",
+            sup.name,
+            s.id,
+            s.restarts,
+            cause,
+        )
         try:
             await sup._launch(s)
         except Exception as exc:
@@ -81,15 +92,21 @@ async def start_in_order(sup: SupervisorHandle, todo: list[Slot],
             s.failed_starts += 1
             backoff = s.spec.backoff
             delay = backoff.delay(s.failed_starts, random.random()) if backoff else 0.0
-            log.warning("supervisor %r: child %r failed to restart: %s; retrying in %.3f s",
-                        sup.name, s.id, exc, delay)
+            log.warning(
+                "supervisor %r: child %r failed to restart: %s; retrying in %.3f s",
+                sup.name,
+                s.id,
+                exc,
+                delay,
+            )
             assert sup._tg is not None
             sup._tg.start_soon(retry, sup, todo[i:], exc, delay)
             return
 
 
-async def retry(sup: SupervisorHandle, todo: list[Slot], cause: BaseException,
-                delay: float) -> None:
+async def retry(
+    sup: SupervisorHandle, todo: list[Slot], cause: BaseException, delay: float
+) -> None:
     await anyio.sleep(delay)
     async with sup._lock:
         todo = [s for s in todo if s.status == "restarting" and s in sup._slots]
@@ -107,7 +124,8 @@ async def give_up(sup: SupervisorHandle, slot: Slot, cause: BaseException | None
     sup.stats.give_ups += 1
     error = RestartIntensityError(
         f"supervisor {sup.name!r} gave up: more than {sup.spec.intensity} restarts "
-        f"within {sup.spec.period} s; the last failure (child {slot.id!r}): {cause}")
+        f"within {sup.spec.period} s; the last failure (child {slot.id!r}): {cause}"
+    )
     error.__cause__ = cause
     log.error("%s", error)
     sup.failure = error

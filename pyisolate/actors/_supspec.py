@@ -80,8 +80,10 @@ def idempotent_methods(target: object) -> frozenset[str]:
     if not isinstance(target, type):
         return frozenset()
     return frozenset(
-        name for name in dir(target)
-        if not name.startswith("_") and getattr(getattr(target, name, None), _IDEMPOTENT_ATTR, False)
+        name
+        for name in dir(target)
+        if not name.startswith("_")
+        and getattr(getattr(target, name, None), _IDEMPOTENT_ATTR, False)
     )
 
 
@@ -158,8 +160,9 @@ class ChildSpec:
     kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     restart: Restart = Restart.PERMANENT
     shutdown: Shutdown = attrs.field(
-        default=attrs.Factory(lambda self: None if isinstance(self.target, Supervisor) else 5.0,
-                              takes_self=True),
+        default=attrs.Factory(
+            lambda self: None if isinstance(self.target, Supervisor) else 5.0, takes_self=True
+        ),
         validator=_check_shutdown,
     )
     options: SpawnOptions | None = None

@@ -29,22 +29,28 @@ async def watch_actor(sup: SupervisorHandle, slot: Slot, incarnation: int, recor
     await record.process.exited.wait()
     # The runtime's _on_exit has run by now (same task, no await between).
     normal = record.state == "stopped" or (
-        record.process.returncode == 0 and not isinstance(record.death, ProtocolError))
-    cause = None if normal else record.death or ActorDiedError(
-        f"actor {record.name!r} exited", actor=record.name)
+        record.process.returncode == 0 and not isinstance(record.death, ProtocolError)
+    )
+    cause = (
+        None
+        if normal
+        else record.death or ActorDiedError(f"actor {record.name!r} exited", actor=record.name)
+    )
     await sup._on_exit(slot, incarnation, normal, cause)
 
 
-async def watch_nested(sup: SupervisorHandle, slot: Slot, incarnation: int,
-                       nested: SupervisorHandle) -> None:
+async def watch_nested(
+    sup: SupervisorHandle, slot: Slot, incarnation: int, nested: SupervisorHandle
+) -> None:
     await nested._done.wait()
     if nested.failure is not None:
         sup.stats.escalations += 1
     await sup._on_exit(slot, incarnation, nested.failure is None, nested.failure)
 
 
-async def heartbeat_loop(sup: SupervisorHandle, slot: Slot, incarnation: int, record: Any,
-                         hb: Heartbeat) -> None:
+async def heartbeat_loop(
+    sup: SupervisorHandle, slot: Slot, incarnation: int, record: Any, hb: Heartbeat
+) -> None:
     misses = 0
     while True:
         await anyio.sleep(hb.interval)
@@ -61,8 +67,15 @@ async def heartbeat_loop(sup: SupervisorHandle, slot: Slot, incarnation: int, re
             sup.stats.hangs += 1
             record.death = ActorDiedError(
                 f"actor {record.name!r} missed {misses} heartbeats "
-                f"({hb.timeout} s each): killed as hung", actor=record.name, exitcode=-9)
-            log.error("supervisor %r: child %r is hung (%d heartbeats missed): killing it",
-                      sup.name, slot.id, misses)
+                f"({hb.timeout} s each): killed as hung",
+                actor=record.name,
+                exitcode=-9,
+            )
+            log.error(
+                "supervisor %r: child %r is hung (%d heartbeats missed): killing it",
+                sup.name,
+                slot.id,
+                misses,
+            )
             record.process.kill()
             return

@@ -38,8 +38,10 @@ __all__ = ["ForkedProcess", "TemplatePool", "spawn_forked"]
 
 log = logging.getLogger("pyisolate.template")
 
-_PREFIX = "import sys; sys.path.insert(0, {root!r}); " \
-          "from pyisolate.actors._forkserver import template_main; template_main()"
+_PREFIX = (
+    "import sys; sys.path.insert(0, {root!r}); "
+    "from pyisolate.actors._forkserver import template_main; template_main()"
+)
 
 
 class _Pipes:
@@ -53,8 +55,15 @@ class _Pipes:
 class ForkedProcess(ActorProcess):
     """An actor forked by a template; the template reports its exit."""
 
-    def __init__(self, template: Template, pid: int, stdin_w: int, stdout_r: int,
-                 stderr_r: int, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        template: Template,
+        pid: int,
+        stdin_w: int,
+        stdout_r: int,
+        stderr_r: int,
+        logger: logging.Logger,
+    ) -> None:
         # Not ActorProcess.__init__: that one starts a process.
         self.logger = logger
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=60)
@@ -103,8 +112,13 @@ class Template:
         self._seq = itertools.count(1)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def run(self, plan_args: dict[str, Any], config: dict[str, Any],
-                  *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        plan_args: dict[str, Any],
+        config: dict[str, Any],
+        *,
+        task_status: Any = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Start the template and serve its control socket until the runtime ends."""
         from ..sandbox import build_launch
 
@@ -112,15 +126,28 @@ class Template:
         self.ctl = host_end
         control_fd = child_end.fileno()
         try:
-            argv = [plan_args.pop("python") or sys.executable, "-c",
-                    _PREFIX.format(root=plan_args.pop("pkg_root"))]
-            plan = build_launch(plan_args.pop("policy"), plan_args.pop("mode"), argv,
-                                pass_fds=[child_end.fileno()], **plan_args)
+            argv = [
+                plan_args.pop("python") or sys.executable,
+                "-c",
+                _PREFIX.format(root=plan_args.pop("pkg_root")),
+            ]
+            plan = build_launch(
+                plan_args.pop("policy"),
+                plan_args.pop("mode"),
+                argv,
+                pass_fds=[child_end.fileno()],
+                **plan_args,
+            )
             try:
                 self.isolation = plan.isolation
                 self.proc = subprocess.Popen(
-                    plan.argv, env=plan.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                    pass_fds=plan.pass_fds, start_new_session=True)
+                    plan.argv,
+                    env=plan.env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    pass_fds=plan.pass_fds,
+                    start_new_session=True,
+                )
             finally:
                 plan.close()
                 child_end.close()
@@ -187,8 +214,9 @@ class Template:
         with contextlib.suppress(OSError):
             send_message(self.ctl, {"op": "kill", "pid": pid})
 
-    async def fork(self, preload: list[str], channel: socket.socket, channel_to: int,
-                   logger: logging.Logger) -> ForkedProcess:
+    async def fork(
+        self, preload: list[str], channel: socket.socket, channel_to: int, logger: logging.Logger
+    ) -> ForkedProcess:
         """Fork one actor; the caller writes its bootstrap to ``_stdin``."""
         await self.ready.wait()
         if self.failed is not None:
@@ -199,9 +227,11 @@ class Template:
         seq = next(self._seq)
         event = self._waiters[seq] = anyio.Event()
         try:
-            send_message(self.ctl, {"op": "fork", "seq": seq, "preload": preload,
-                                    "channel_to": channel_to},
-                         [stdin_r, stdout_w, stderr_w, channel.fileno()])
+            send_message(
+                self.ctl,
+                {"op": "fork", "seq": seq, "preload": preload, "channel_to": channel_to},
+                [stdin_r, stdout_w, stderr_w, channel.fileno()],
+            )
         except OSError:
             self._waiters.pop(seq, None)
             for fd in (stdin_w, stdout_r, stderr_r):
@@ -228,8 +258,7 @@ class TemplatePool:
         self.rt = rt
         self.templates: dict[Any, Template] = {}
 
-    async def get(self, key: Any, plan_args: dict[str, Any],
-                  config: dict[str, Any]) -> Template:
+    async def get(self, key: Any, plan_args: dict[str, Any], config: dict[str, Any]) -> Template:
         template = self.templates.get(key)
         if template is None or template.failed is not None:
             template = self.templates[key] = Template(self.rt, key)
@@ -242,28 +271,49 @@ def _preload_for(target: str) -> list[str]:
     return [] if module in ("__main__", "__mp_main__") else [module]
 
 
-async def spawn_forked(rt: Runtime, record: _Record, boot: dict[str, Any], mode: Any,
-                       policy: Any, opts: Any, ro_binds: list[str],
-                       child_end: socket.socket, pkg_root: str, scope: Any = None) -> Any:
+async def spawn_forked(
+    rt: Runtime,
+    record: _Record,
+    boot: dict[str, Any],
+    mode: Any,
+    policy: Any,
+    opts: Any,
+    ro_binds: list[str],
+    child_end: socket.socket,
+    pkg_root: str,
+    scope: Any = None,
+) -> Any:
     """Spawn ``record``'s actor from a template; None: start it cold instead."""
     if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
         log.debug("actor %r starts cold: no fork on %s", record.name, sys.platform)
         return None
     env = rt._child_env(opts)
-    key = (str(mode), repr(policy), opts.python, tuple(sorted(env.items())), tuple(ro_binds),
-           scope)
+    key = (str(mode), repr(policy), opts.python, tuple(sorted(env.items())), tuple(ro_binds), scope)
     pool: TemplatePool = rt.__dict__.setdefault("_template_pool", TemplatePool(rt))
-    plan_args = {"python": opts.python, "pkg_root": pkg_root if opts.python is None else "",
-                 "policy": policy, "mode": mode, "env": env, "ro_binds": ro_binds,
-                 "rw_binds": [], "socket_paths": [rt.socket_path]}
-    config = {"sys_path": boot["sys_path"], "cwd": boot.get("cwd"),
-              "preload": _preload_for(boot["target"])}
+    plan_args = {
+        "python": opts.python,
+        "pkg_root": pkg_root if opts.python is None else "",
+        "policy": policy,
+        "mode": mode,
+        "env": env,
+        "ro_binds": ro_binds,
+        "rw_binds": [],
+        "socket_paths": [rt.socket_path],
+    }
+    config = {
+        "sys_path": boot["sys_path"],
+        "cwd": boot.get("cwd"),
+        "preload": _preload_for(boot["target"]),
+    }
     name = record.name
     try:
         template = await pool.get(key, plan_args, config)
-        process = await template.fork(_preload_for(boot["target"]), child_end,
-                                      int(boot["channel_fd"]),
-                                      logging.getLogger(f"pyisolate.actor.{name}"))
+        process = await template.fork(
+            _preload_for(boot["target"]),
+            child_end,
+            int(boot["channel_fd"]),
+            logging.getLogger(f"pyisolate.actor.{name}"),
+        )
     except Exception as exc:
         log.debug("actor %r starts cold: the template failed: %s", name, exc)
         return None
@@ -280,7 +330,8 @@ async def spawn_forked(rt: Runtime, record: _Record, boot: dict[str, Any], mode:
     except TimeoutError:
         process.kill()
         raise ActorStartError(
-            f"actor {name!r} did not start within {opts.start_timeout} s", actor=name) from None
+            f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
+        ) from None
     except BaseException:
         process.kill()
         raise

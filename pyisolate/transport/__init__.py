@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from ._inline import InlineTransport
     from ._session import DEFAULT_INLINE_THRESHOLD, TransportSession
     from ._shm import ShmTransport
-    from ._tensors import CODE_NDARRAY, CODE_OUT_OF_BAND, CODE_TENSOR, OutOfBand, close_unused_fds, install
+    from ._tensors import (
+        CODE_NDARRAY,
+        CODE_OUT_OF_BAND,
+        CODE_TENSOR,
+        OutOfBand,
+        close_unused_fds,
+        install,
+    )
 
 __all__ = [
     "CODE_NDARRAY",

@@ -31,8 +31,13 @@ class Worker(pyisolate.Actor):
     shutdown deadline).
     """
 
-    def __init__(self, tag: str = "w", journal: str | None = None,
-                 fail_flag: str | None = None, stubborn: bool = False) -> None:
+    def __init__(
+        self,
+        tag: str = "w",
+        journal: str | None = None,
+        fail_flag: str | None = None,
+        stubborn: bool = False,
+    ) -> None:
         self.tag = tag
         self.journal = journal
         self.fail_flag = fail_flag
@@ -101,7 +106,6 @@ class Worker(pyisolate.Actor):
 class Failing(pyisolate.Actor):
     def __init__(self) -> None:
         raise RuntimeError("never starts")
-
 
 
 class Caller(pyisolate.Actor):

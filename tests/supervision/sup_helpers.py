@@ -15,11 +15,16 @@ from pyisolate.actors._supspec import ChildSpec, Heartbeat, Restart
 FAST_HEARTBEAT = Heartbeat(interval=0.1, timeout=0.3, tolerance=2)
 
 
-def worker(cid: str, journal: Path | None = None, restart: Restart = Restart.PERMANENT,
-           **kwargs: Any) -> ChildSpec:
-    return ChildSpec(cid, Worker, kwargs={"tag": cid, "journal": str(journal) if journal else None,
-                                          **kwargs.pop("ctor", {})},
-                     restart=restart, **kwargs)
+def worker(
+    cid: str, journal: Path | None = None, restart: Restart = Restart.PERMANENT, **kwargs: Any
+) -> ChildSpec:
+    return ChildSpec(
+        cid,
+        Worker,
+        kwargs={"tag": cid, "journal": str(journal) if journal else None, **kwargs.pop("ctor", {})},
+        restart=restart,
+        **kwargs,
+    )
 
 
 def lines(journal: Path) -> list[str]:

@@ -16,10 +16,10 @@ from pyisolate.actors._supspec import Backoff, ChildSpec, Restart, Supervisor
 pytestmark = pytest.mark.anyio
 
 
-async def test_shutdown_timeout_kills_at_the_deadline(rt: pyisolate.Runtime,
-                                                      journal: Path) -> None:
-    sup = await rt.supervise(Supervisor(children=[
-        worker("s", journal, shutdown=0.5, ctor={"stubborn": True})]))
+async def test_shutdown_timeout_kills_at_the_deadline(rt: pyisolate.Runtime, journal: Path) -> None:
+    sup = await rt.supervise(
+        Supervisor(children=[worker("s", journal, shutdown=0.5, ctor={"stubborn": True})])
+    )
     started = time.monotonic()
     await sup.terminate_child("s")
     elapsed = time.monotonic() - started
@@ -29,8 +29,9 @@ async def test_shutdown_timeout_kills_at_the_deadline(rt: pyisolate.Runtime,
 
 
 async def test_brutal_kill(rt: pyisolate.Runtime, journal: Path) -> None:
-    sup = await rt.supervise(Supervisor(children=[
-        worker("s", journal, shutdown="brutal_kill", ctor={"stubborn": True})]))
+    sup = await rt.supervise(
+        Supervisor(children=[worker("s", journal, shutdown="brutal_kill", ctor={"stubborn": True})])
+    )
     started = time.monotonic()
     await sup.stop()
     assert time.monotonic() - started < 2.0
@@ -80,11 +81,18 @@ def pyisolate_counts(specs: int, active: int, supervisors: int, workers: int) ->
     return ChildCounts(specs, active, supervisors, workers)
 
 
-async def test_call_waits_for_the_next_incarnation(rt: pyisolate.Runtime,
-                                                   tmp_path: Path) -> None:
+async def test_call_waits_for_the_next_incarnation(rt: pyisolate.Runtime, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
-    sup = await rt.supervise(Supervisor(intensity=50, children=[
-        worker("a", ctor={"fail_flag": str(flag)}, backoff=Backoff(minimum=0.1, maximum=0.2))]))
+    sup = await rt.supervise(
+        Supervisor(
+            intensity=50,
+            children=[
+                worker(
+                    "a", ctor={"fail_flag": str(flag)}, backoff=Backoff(minimum=0.1, maximum=0.2)
+                )
+            ],
+        )
+    )
     ref = sup.ref("a")
     flag.touch()
     signal_actor(rt, ref, signal.SIGKILL)
@@ -145,13 +153,16 @@ async def test_streams_through_supervised_refs(rt: pyisolate.Runtime) -> None:
     assert [i async for i in stream] == [0, 1, 2]
 
 
-async def test_self_exit_and_logging(rt: pyisolate.Runtime,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_self_exit_and_logging(
+    rt: pyisolate.Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
     sup = await rt.supervise(Supervisor(children=[worker("a")]))
     signal_actor(rt, sup.ref("a"), signal.SIGKILL)
     await eventually(lambda: sup.stats.restarts == 1)
-    assert any("restarting child 'a'" in r.getMessage() and "SIGKILL" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "restarting child 'a'" in r.getMessage() and "SIGKILL" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_exit_actor_outside_an_actor() -> None:

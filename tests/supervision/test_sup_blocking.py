@@ -17,8 +17,9 @@ from pyisolate.sandbox import SandboxMode
 
 def test_blocking_supervise() -> None:
     with pyisolate.Runtime.blocking(sandbox=SandboxMode.DISABLED) as brt:
-        sup = brt.supervise(Supervisor(children=[
-            worker("a"), ChildSpec("sub", Supervisor(children=[worker("x")]))]))
+        sup = brt.supervise(
+            Supervisor(children=[worker("a"), ChildSpec("sub", Supervisor(children=[worker("x")]))])
+        )
         a = sup.ref("a")
         assert a.inc(2) == 2
         assert list(a.numbers(3)) == [0, 1, 2]
@@ -48,8 +49,9 @@ def test_blocking_supervise() -> None:
 
 @pytest.mark.anyio
 async def test_nested_handle_follows_restarts(rt: pyisolate.Runtime) -> None:
-    sup = await rt.supervise(Supervisor(children=[
-        ChildSpec("sub", Supervisor(intensity=0, children=[worker("x")]))]))
+    sup = await rt.supervise(
+        Supervisor(children=[ChildSpec("sub", Supervisor(intensity=0, children=[worker("x")]))])
+    )
     sub = sup.supervisor("sub")
     x = sub.ref("x")
     assert await x.inc() == 1

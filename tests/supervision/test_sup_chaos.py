@@ -80,17 +80,28 @@ async def _one_op(ref: Any, op: str, n: int, rng: random.Random) -> None:
         assert seen == count
 
 
-async def run_chaos(seconds: float, *, workers: int = 4, clients: int = 6,
-                    seed: int | None = None) -> dict[str, Any]:
+async def run_chaos(
+    seconds: float, *, workers: int = 4, clients: int = 6, seed: int | None = None
+) -> dict[str, Any]:
     """The chaos scenario; returns its tallies (used by the benchmark too)."""
     rng = random.Random(seed)
-    spec = Supervisor(intensity=10_000, period=1.0,
-                      heartbeat=Heartbeat(interval=0.2, timeout=0.5, tolerance=2),
-                      children=[ChildSpec(f"w{i}", "torch_actor:TensorWorker",
-                                          kwargs={"tag": f"w{i}"})
-                                for i in range(workers)])
-    tally: dict[str, Any] = {"ok": 0, "errors": {}, "kills": 0, "stops": 0, "slowest": 0.0,
-                             "ops": dict.fromkeys(OPS, 0)}
+    spec = Supervisor(
+        intensity=10_000,
+        period=1.0,
+        heartbeat=Heartbeat(interval=0.2, timeout=0.5, tolerance=2),
+        children=[
+            ChildSpec(f"w{i}", "torch_actor:TensorWorker", kwargs={"tag": f"w{i}"})
+            for i in range(workers)
+        ],
+    )
+    tally: dict[str, Any] = {
+        "ok": 0,
+        "errors": {},
+        "kills": 0,
+        "stops": 0,
+        "slowest": 0.0,
+        "ops": dict.fromkeys(OPS, 0),
+    }
     async with pyisolate.Runtime() as rt:
         sup = await rt.supervise(spec)
         refs = [sup.ref(f"w{i}") for i in range(workers)]

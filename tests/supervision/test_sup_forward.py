@@ -21,23 +21,33 @@ pytestmark = pytest.mark.anyio
 async def _failing_child(rt: pyisolate.Runtime, flag: Path) -> tuple[Any, Any, Any]:
     """A supervised worker whose restarts fail while ``flag`` exists, and an
     actor holding a plain reference to it."""
-    sup = await rt.supervise(Supervisor(intensity=100, children=[
-        worker("a", ctor={"fail_flag": str(flag)}, backoff=Backoff(minimum=0.1, maximum=0.2))]))
+    sup = await rt.supervise(
+        Supervisor(
+            intensity=100,
+            children=[
+                worker(
+                    "a", ctor={"fail_flag": str(flag)}, backoff=Backoff(minimum=0.1, maximum=0.2)
+                )
+            ],
+        )
+    )
     child = sup.ref("a")
     caller = await rt.spawn("sup_actors:Caller", child)
     assert await caller.relay("inc", [1], 5) == [1, None]
     return sup, child, caller
 
 
-async def _kill_into_failing_restarts(rt: pyisolate.Runtime, sup: Any, child: Any,
-                                      flag: Path) -> None:
+async def _kill_into_failing_restarts(
+    rt: pyisolate.Runtime, sup: Any, child: Any, flag: Path
+) -> None:
     flag.touch()
     signal_actor(rt, child, signal.SIGKILL)
     await eventually(lambda: sup.stats.start_failures >= 1)
 
 
-async def test_forwarded_calls_wait_for_the_next_incarnation(rt: pyisolate.Runtime,
-                                                             tmp_path: Path) -> None:
+async def test_forwarded_calls_wait_for_the_next_incarnation(
+    rt: pyisolate.Runtime, tmp_path: Path
+) -> None:
     flag = tmp_path / "fail"
     sup, child, caller = await _failing_child(rt, flag)
     await _kill_into_failing_restarts(rt, sup, child, flag)
@@ -63,8 +73,9 @@ async def test_forwarded_calls_wait_for_the_next_incarnation(rt: pyisolate.Runti
     assert len(rt._holds[child.id]) == 0
 
 
-async def test_call_in_flight_at_the_death_fails_once(rt: pyisolate.Runtime,
-                                                      tmp_path: Path) -> None:
+async def test_call_in_flight_at_the_death_fails_once(
+    rt: pyisolate.Runtime, tmp_path: Path
+) -> None:
     sup = await rt.supervise(Supervisor(children=[worker("a")]))
     child = sup.ref("a")
     caller = await rt.spawn("sup_actors:Caller", child)
@@ -81,8 +92,7 @@ async def test_call_in_flight_at_the_death_fails_once(rt: pyisolate.Runtime,
     assert await caller.relay("echo", [2], 10) == [2, None]  # the next incarnation
 
 
-async def test_held_call_times_out_and_is_withdrawn(rt: pyisolate.Runtime,
-                                                    tmp_path: Path) -> None:
+async def test_held_call_times_out_and_is_withdrawn(rt: pyisolate.Runtime, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
     sup, child, caller = await _failing_child(rt, flag)
     await _kill_into_failing_restarts(rt, sup, child, flag)
@@ -92,8 +102,9 @@ async def test_held_call_times_out_and_is_withdrawn(rt: pyisolate.Runtime,
     assert await caller.relay("value", [], 10) == [0, None]
 
 
-async def test_held_calls_fail_when_the_child_stays_down(rt: pyisolate.Runtime,
-                                                         tmp_path: Path) -> None:
+async def test_held_calls_fail_when_the_child_stays_down(
+    rt: pyisolate.Runtime, tmp_path: Path
+) -> None:
     flag = tmp_path / "fail"
     sup, child, caller = await _failing_child(rt, flag)
     await _kill_into_failing_restarts(rt, sup, child, flag)

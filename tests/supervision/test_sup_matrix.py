@@ -53,11 +53,20 @@ async def _inflict(kind: str, rt: pyisolate.Runtime, ref: object) -> None:
 @pytest.mark.parametrize("kind", NORMAL + ABNORMAL)
 async def test_restart_type_against_exit(kind: str, tmp_path: Path, rt: pyisolate.Runtime) -> None:
     flag = tmp_path / "fail-start"
-    spec = Supervisor(intensity=20, period=5.0, heartbeat=FAST_HEARTBEAT, children=[
-        worker(t.value, restart=t, ctor={"fail_flag": str(flag)},
-               backoff=Backoff(minimum=0.05, maximum=0.2))
-        for t in TYPES
-    ])
+    spec = Supervisor(
+        intensity=20,
+        period=5.0,
+        heartbeat=FAST_HEARTBEAT,
+        children=[
+            worker(
+                t.value,
+                restart=t,
+                ctor={"fail_flag": str(flag)},
+                backoff=Backoff(minimum=0.05, maximum=0.2),
+            )
+            for t in TYPES
+        ],
+    )
     sup = await rt.supervise(spec)
     refs = {t: sup.ref(t.value) for t in TYPES}
     pids = {}
@@ -73,11 +82,14 @@ async def test_restart_type_against_exit(kind: str, tmp_path: Path, rt: pyisolat
         await eventually(lambda: sup.stats.start_failures >= 4, timeout=10)
         flag.unlink()
     abnormal = kind in ABNORMAL
-    expect_up = {Restart.PERMANENT: True, Restart.TRANSIENT: abnormal,
-                 Restart.TEMPORARY: False}
-    await eventually(lambda: all(
-        any(c.id == t.value and c.status == "running" for c in sup.which_children())
-        == up for t, up in expect_up.items()), timeout=10)
+    expect_up = {Restart.PERMANENT: True, Restart.TRANSIENT: abnormal, Restart.TEMPORARY: False}
+    await eventually(
+        lambda: all(
+            any(c.id == t.value and c.status == "running" for c in sup.which_children()) == up
+            for t, up in expect_up.items()
+        ),
+        timeout=10,
+    )
     for t, up in expect_up.items():
         if up:
             assert await refs[t].value(timeout=10) == 0  # a fresh incarnation

@@ -19,9 +19,13 @@ async def _kill_and_settle(rt: pyisolate.Runtime, sup: object, cid: str) -> None
     ref = sup.ref(cid)  # type: ignore[attr-defined]
     before = sup.stats.restarts  # type: ignore[attr-defined]
     signal_actor(rt, ref, signal.SIGKILL)
-    await eventually(lambda: sup.stats.restarts > before  # type: ignore[attr-defined]
-                     and sup.count_children().active == len(sup.which_children()),  # type: ignore[attr-defined]
-                     timeout=15)
+    await eventually(
+        lambda: (
+            sup.stats.restarts > before  # type: ignore[attr-defined]
+            and sup.count_children().active == len(sup.which_children())
+        ),  # type: ignore[attr-defined]
+        timeout=15,
+    )
 
 
 async def test_start_and_stop_order(rt: pyisolate.Runtime, journal: Path) -> None:
@@ -42,15 +46,20 @@ async def test_start_failure_fails_the_supervisor(rt: pyisolate.Runtime, journal
     assert lines(journal) == ["start a", "stop a"]  # c never started; a was stopped
 
 
-@pytest.mark.parametrize(("strategy", "expected"), [
-    (Strategy.ONE_FOR_ONE, ["start b"]),
-    (Strategy.ONE_FOR_ALL, ["stop c", "stop a", "start a", "start b", "start c"]),
-    (Strategy.REST_FOR_ONE, ["stop c", "start b", "start c"]),
-])
-async def test_strategy(rt: pyisolate.Runtime, journal: Path, strategy: Strategy,
-                        expected: list[str]) -> None:
-    sup = await rt.supervise(Supervisor(strategy=strategy,
-                                        children=[worker(c, journal) for c in "abc"]))
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (Strategy.ONE_FOR_ONE, ["start b"]),
+        (Strategy.ONE_FOR_ALL, ["stop c", "stop a", "start a", "start b", "start c"]),
+        (Strategy.REST_FOR_ONE, ["stop c", "start b", "start c"]),
+    ],
+)
+async def test_strategy(
+    rt: pyisolate.Runtime, journal: Path, strategy: Strategy, expected: list[str]
+) -> None:
+    sup = await rt.supervise(
+        Supervisor(strategy=strategy, children=[worker(c, journal) for c in "abc"])
+    )
     pids = {c: rt.process_id(sup.ref(c)) for c in "abc"}
     await _kill_and_settle(rt, sup, "b")
     assert lines(journal)[3:] == expected
@@ -63,10 +72,15 @@ async def test_strategy(rt: pyisolate.Runtime, journal: Path, strategy: Strategy
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
-async def test_intensity_exceeded(rt: pyisolate.Runtime, journal: Path,
-                                  strategy: Strategy) -> None:
-    sup = await rt.supervise(Supervisor(strategy=strategy, intensity=1, period=30.0,
-                                        children=[worker(c, journal) for c in "abc"]))
+async def test_intensity_exceeded(rt: pyisolate.Runtime, journal: Path, strategy: Strategy) -> None:
+    sup = await rt.supervise(
+        Supervisor(
+            strategy=strategy,
+            intensity=1,
+            period=30.0,
+            children=[worker(c, journal) for c in "abc"],
+        )
+    )
     await _kill_and_settle(rt, sup, "b")  # one restart is allowed
     del journal
     signal_actor(rt, sup.ref("b"), signal.SIGKILL)  # the second is one too many
@@ -81,10 +95,8 @@ async def test_intensity_exceeded(rt: pyisolate.Runtime, journal: Path,
         await sup.start_child(worker("d"))
 
 
-async def test_stops_in_reverse_order_when_giving_up(rt: pyisolate.Runtime,
-                                                     journal: Path) -> None:
-    sup = await rt.supervise(Supervisor(intensity=0, children=[worker(c, journal)
-                                                               for c in "abc"]))
+async def test_stops_in_reverse_order_when_giving_up(rt: pyisolate.Runtime, journal: Path) -> None:
+    sup = await rt.supervise(Supervisor(intensity=0, children=[worker(c, journal) for c in "abc"]))
     signal_actor(rt, sup.ref("a"), signal.SIGKILL)
     with anyio.fail_after(10), pytest.raises(pyisolate.RestartIntensityError):
         await sup.wait()
@@ -93,8 +105,11 @@ async def test_stops_in_reverse_order_when_giving_up(rt: pyisolate.Runtime,
 
 async def test_nested_escalation(rt: pyisolate.Runtime, journal: Path) -> None:
     inner = Supervisor(intensity=0, children=[worker("x", journal), worker("y", journal)])
-    top = Supervisor(intensity=1, period=30.0, children=[
-        worker("a", journal), ChildSpec("inner", inner), worker("b", journal)])
+    top = Supervisor(
+        intensity=1,
+        period=30.0,
+        children=[worker("a", journal), ChildSpec("inner", inner), worker("b", journal)],
+    )
     sup = await rt.supervise(top)
     assert lines(journal) == ["start a", "start x", "start y", "start b"]
     assert [c.kind for c in sup.which_children()] == ["worker", "supervisor", "worker"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
-    return int(stat[stat.rfind(")") + 2:].split()[1])
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
 
 
 async def test_forked_actor_works_and_reports_its_exit(rt: pyisolate.Runtime) -> None:
@@ -53,8 +53,9 @@ async def test_sandboxed_template() -> None:
         assert rt.isolation(ref) == rt.isolation(await rt.spawn("sup_actors:Worker"))
 
 
-async def test_cold_fallback_is_logged(rt: pyisolate.Runtime, monkeypatch: pytest.MonkeyPatch,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_cold_fallback_is_logged(
+    rt: pyisolate.Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delattr(os, "fork")
     with caplog.at_level(logging.DEBUG, logger="pyisolate.template"):
         ref = await rt.spawn("sup_actors:Worker", _template=True)

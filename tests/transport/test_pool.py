@@ -86,7 +86,7 @@ def test_no_reuse_while_held(wire: Wire, carry: Any) -> None:
 
 
 def test_peer_death_frees(wire: Wire, carry: Any) -> None:
-    imported, seg_id = _send(wire, carry, b"x" * 100_000)
+    imported, _seg_id = _send(wire, carry, b"x" * 100_000)
     pool = wire.sender.pool
     assert pool is not None and pool.idle_count() == 0
     wire.sender.peer_died(1)
