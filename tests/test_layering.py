@@ -130,8 +130,9 @@ def test_all_names_exist(name: str) -> None:
         assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which does not exist"
 
 
-def test_top_level_all_is_sorted_and_complete() -> None:
-    assert pyisolate.__all__ == sorted(pyisolate.__all__)
+def test_top_level_all_is_complete() -> None:
+    # The order is ruff's (RUF022: constants, classes, then functions, each sorted).
+    assert len(set(pyisolate.__all__)) == len(pyisolate.__all__)
     for cls in (
         "Runtime",
         "Actor",

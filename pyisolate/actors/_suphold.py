@@ -29,7 +29,8 @@ from ..errors import ActorClosedError
 from ._oob import forward_fds
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime, _Record
+    from ._record import _Record
+    from ._runtime import Runtime
     from ._supchild import Slot
 
 __all__ = ["MAX_HELD_FDS", "MAX_HELD_FRAMES", "HeldCalls"]

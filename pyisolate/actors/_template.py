@@ -32,7 +32,8 @@ from ._forkserver import recv_message, send_message
 from ._process import ActorProcess
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime, _Record
+    from ._record import _Record
+    from ._runtime import Runtime
 
 __all__ = ["ForkedProcess", "TemplatePool", "spawn_forked"]
 

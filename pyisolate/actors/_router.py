@@ -1,0 +1,342 @@
+"""The host's receiving side: handshakes, routing, forwarding, cut-offs.
+
+Every message from an actor arrives here. Messages for the host are decoded
+and handled; messages between actors are forwarded with the source stamped by
+the host (an actor cannot pose as another) and without decoding their bodies;
+a handshake with a wrong token or version is refused; anything malformed cuts
+off that one actor with ProtocolError, and everyone else is served on.
+
+A mixin of :class:`~pyisolate.actors._runtime.Runtime`, which owns the state
+it works on (declared below for the type checker).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgpack
+import zmq
+
+from .._wire import (
+    HEADER_SIZE,
+    PROTOCOL_VERSION,
+    Codec,
+    DecodeContext,
+    Kind,
+    decode_header,
+    encode_header,
+    split_batch,
+)
+from .._wire._envelope import HOST
+from ..errors import (
+    ActorClosedError,
+    ActorDiedError,
+    ActorStartError,
+    ProtocolError,
+    TransportError,
+)
+from ._calls import CallTable
+from ._oob import LazySession, decode_with_fds, forward_fds, receive_fds
+from ._peercred import read_credentials
+from ._record import _Record
+from ._ref import ActorRef
+from ._spawnargs import start_error
+
+if TYPE_CHECKING:
+    from ._pump import Pump
+
+__all__ = ["Router"]
+
+log = logging.getLogger("pyisolate.runtime")
+
+_FORWARDABLE = frozenset(
+    {
+        Kind.CALL,
+        Kind.CAST,
+        Kind.STREAM,
+        Kind.REPLY,
+        Kind.ERROR,
+        Kind.ITEM,
+        Kind.END,
+        Kind.CREDIT,
+        Kind.CANCEL,
+        Kind.TRANSPORT,
+    }
+)
+_FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
+_DISCONNECT_GRACE = 1.0
+_BATCH = bytes([Kind.BATCH])
+
+
+class Router:
+    """Routing methods of the Runtime."""
+
+    _records: dict[int, _Record]
+    _by_routing: dict[bytes, _Record]
+    _holds: dict[int, Any]
+    _codec: Codec
+    _pump: Pump
+    _tg: Any
+    calls: CallTable
+    transport: LazySession
+
+    def _raw_send(
+        self, record: _Record, kind: Kind, call_id: int, peer: int, body: bytes | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def _emit(self, record: _Record, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _send_error_to(self, peer: int, call_id: int, source: int, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            self._route(frames)
+        except Exception:  # a bug here must not take the whole runtime down
+            log.exception("pyisolate: internal error while routing a message")
+
+    def _on_monitor_event(self, frames: list[bytes]) -> None:
+        self._probe_connections()
+        # The event can arrive before the ROUTER has dropped the peer's pipe,
+        # when a probe still succeeds: look again a little later.
+        self._tg.start_soon(self._reprobe)
+
+    async def _reprobe(self) -> None:
+        for delay in (0.02, 0.1, 0.5):
+            await anyio.sleep(delay)
+            self._probe_connections()
+
+    def _probe_connections(self) -> None:
+        for record in list(self._by_routing.values()):
+            if record.state != "running":
+                continue
+            try:
+                self._raw_send(record, Kind.PING, 0, HOST)
+            except ActorDiedError:
+                self._on_disconnect(record)
+
+    def _on_send_error(self, routing: bytes | None, error: zmq.ZMQError) -> None:
+        record = self._by_routing.get(routing) if routing is not None else None
+        if record is not None:
+            self._on_disconnect(record)
+
+    def _route(self, frames: list[bytes]) -> None:
+        routing = frames[0]
+        record = self._by_routing.get(routing)
+        if record is None:
+            self._handshake(routing, frames)
+            return
+        try:
+            if len(frames) != 2:
+                raise ProtocolError(f"message of {len(frames) - 1} frames")
+            frame = frames[1]
+            if frame[:1] == _BATCH:
+                for envelope in split_batch(frame):
+                    self._route_one(record, envelope)
+                    if record.state == "dead":
+                        return
+                return
+        except ProtocolError as exc:
+            self._cut_off(record, exc)
+            return
+        self._route_one(record, frame)
+
+    def _route_one(self, record: _Record, frame: bytes) -> None:
+        try:
+            header = decode_header(frame)
+            fds = receive_fds(record.channel, header.nfds)
+            if header.peer != HOST:
+                self._forward(record, header.kind, header.call_id, header.peer, frame, fds)
+                return
+            body = None
+            if len(frame) > HEADER_SIZE:
+                dctx = DecodeContext(peer=record.id, session=self.transport, endpoint=self)
+                body = decode_with_fds(self._codec, memoryview(frame)[HEADER_SIZE:], fds, dctx)
+            elif fds:
+                forward_fds(fds, None)  # closes them: fds without a body to use them
+                raise ProtocolError("file descriptors sent without a body")
+            self._handle(record, header.kind, header.call_id, body)
+        except ProtocolError as exc:
+            self._cut_off(record, exc)
+        if self.transport.started:
+            # A safe point (no encode in progress): let segment releases queued
+            # by garbage collection leave now rather than on the next tick.
+            self.transport.flush()
+
+    def _handshake(self, routing: bytes, frames: list[bytes]) -> None:
+        try:
+            if len(frames) != 2 or len(frames[1]) > 512:
+                raise ProtocolError("expected a HELLO")
+            header = decode_header(frames[1])
+            if header.kind is not Kind.HELLO:
+                raise ProtocolError(f"expected HELLO, got {header.kind.name}")
+            version, actor_id, token = msgpack.unpackb(
+                frames[1][HEADER_SIZE:],
+                max_bin_len=256,
+                max_str_len=256,
+                max_array_len=3,
+                max_map_len=0,
+            )
+            if type(actor_id) is not int or not isinstance(token, bytes):
+                raise ProtocolError("malformed HELLO")
+        except Exception as exc:
+            self._refuse(routing, f"handshake refused: {exc}")
+            return
+        record = self._records.get(actor_id)
+        if (
+            record is None
+            or record.state != "starting"
+            or record.routing is not None
+            or not hmac.compare_digest(token, record.token)
+        ):
+            self._refuse(routing, "handshake refused: unknown actor or wrong token")
+            return
+        if version != PROTOCOL_VERSION:
+            self._refuse(routing, f"protocol version {version!r} is not {PROTOCOL_VERSION}")
+            record.start_error = ActorStartError(
+                f"actor {record.name!r} speaks protocol version {version!r}; this host speaks "
+                f"{PROTOCOL_VERSION}",
+                actor=record.name,
+            )
+            record.start_error.__cause__ = ProtocolError("protocol version mismatch")
+            record.ready.set()
+            if record.process is not None:
+                record.process.kill()
+            return
+        record.routing = routing
+        self._by_routing[routing] = record
+        if record.channel is not None and record.process is not None:
+            # Sent before the HELLO, so it is waiting on the side channel now.
+            record.process.actor_pid = read_credentials(record.channel)
+        self._emit(record, encode_header(Kind.CALL, 0, HOST, record.init_nfds) + record.init_body)
+
+    def _refuse(self, routing: bytes, reason: str) -> None:
+        log.warning("pyisolate: refused a connection: %s", reason)
+        try:
+            self._pump.send(encode_header(Kind.REFUSED) + msgpack.packb(reason), routing)
+        except zmq.ZMQError:
+            pass
+
+    def _handle(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        if kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END, Kind.PONG):
+            self.calls.dispatch(kind, call_id, body, actor=record.name)
+        elif kind is Kind.READY and record.state == "starting":
+            if not isinstance(body, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in body.items()
+            ):
+                raise ProtocolError("malformed READY")
+            endpoint: Any = self  # the Runtime this mixes into
+            record.ref = ActorRef(
+                endpoint, record.id, record.name, body, default_timeout=record.options.call_timeout
+            )
+            record.state = "running"
+            record.ready.set()
+            if self.transport.started:
+                self.transport.peer_connected(record.id)
+            held = self._holds.get(record.id)
+            if held is not None:
+                held.deliver()  # calls made while it restarted, in order
+        elif kind is Kind.START_FAILED and record.state == "starting":
+            record.start_error = start_error(record.name, body)
+            record.ready.set()
+        elif kind in (Kind.CALL, Kind.STREAM):
+            self._send_error_to(
+                record.id, call_id, HOST, AttributeError("the host serves no methods")
+            )
+        elif kind is Kind.TRANSPORT and self.transport is not None:
+            self.transport.handle_control(record.id, body)
+        elif kind in (Kind.CAST, Kind.CREDIT, Kind.CANCEL):
+            pass
+        else:
+            raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
+
+    def _forward(
+        self, src: _Record, kind: Kind, call_id: int, peer: int, frame: bytes, fds: list[int]
+    ) -> None:
+        if kind not in _FORWARDABLE:
+            forward_fds(fds, None)
+            raise ProtocolError(f"{kind.name} cannot be sent to another actor")
+        dst = self._records.get(peer)
+        held = self._holds.get(peer)
+        if (
+            held is not None
+            and (dst is None or dst.routing is None or dst.state != "running")
+            and held.offer(src, kind, call_id, frame, fds)
+        ):
+            return  # a supervised actor between incarnations (see _suphold)
+        running = dst is not None and dst.routing is not None and dst.state == "running"
+        if fds:
+            # Only to a running actor: fds left in a channel nobody reads
+            # would be taken for the next message's.
+            try:
+                forward_fds(fds, dst.channel if running and dst is not None else None)
+            except TransportError:
+                running = False  # its channel is gone with it
+        if dst is None or not running:
+            if kind in (Kind.CALL, Kind.STREAM):
+                error = (
+                    dst.closed_error()
+                    if dst is not None
+                    else ActorClosedError(f"no actor with id {peer}")
+                )
+                self._send_error_to(src.id, call_id, peer, error)
+            return
+        if kind in (Kind.CALL, Kind.STREAM):
+            dst.inbound.add((src.id, call_id))
+        elif kind in _FINAL:
+            src.inbound.discard((dst.id, call_id))
+        # Re-stamp the header with the true source; the body travels unread.
+        restamped = encode_header(kind, call_id, src.id, len(fds)) + frame[HEADER_SIZE:]
+        try:
+            self._emit(dst, restamped)
+        except ActorDiedError as exc:
+            if kind in (Kind.CALL, Kind.STREAM):
+                dst.inbound.discard((src.id, call_id))
+                self._send_error_to(src.id, call_id, peer, exc)
+
+    def _on_disconnect(self, record: _Record) -> None:
+        if record.state not in ("running", "starting") or record.disconnected:
+            return
+        record.disconnected = True
+
+        async def judge() -> None:
+            # A crash closes the connection too; give the exit a moment to be
+            # seen before calling it a protocol violation.
+            assert record.process is not None
+            with anyio.move_on_after(_DISCONNECT_GRACE):
+                await record.process.exited.wait()
+            if not record.process.exited.is_set():
+                self._cut_off(
+                    record,
+                    ProtocolError(
+                        f"actor {record.name!r} dropped its connection (a message over the "
+                        f"{self._codec.limits.max_frame}-byte limit, or a closed socket)"
+                    ),
+                )
+
+        self._tg.start_soon(judge)
+
+    def _cut_off(self, record: _Record, exc: ProtocolError) -> None:
+        """Disconnect a misbehaving actor: fail its calls with ``exc``, kill it."""
+        if record.state in ("dead", "stopped"):
+            return
+        log.error("pyisolate: actor %r violated the protocol and is cut off: %s", record.name, exc)
+        record.death = ProtocolError(f"actor {record.name!r} was cut off: {exc}")
+        if record.state == "starting":
+            record.start_error = ActorStartError(str(record.death), actor=record.name)
+            record.start_error.__cause__ = exc
+            record.ready.set()
+        record.state = "dead"
+        if record.routing is not None:
+            self._by_routing.pop(record.routing, None)
+            record.routing = None
+        self.calls.fail_peer(record.id, record.closed_error)
+        if record.process is not None:
+            record.process.kill()
