@@ -46,7 +46,14 @@ __all__ = ["template_main"]
 
 MAX_MESSAGE = 65536
 MAX_FDS = 4
-BASE_MODULES = ("pyisolate.actors._child", "anyio._backends._asyncio")
+BASE_MODULES = (
+    "pyisolate.actors._child",
+    "anyio._backends._asyncio",
+    # What a forked actor would otherwise import on its own, each time:
+    "uvloop",  # the actor's event loop, where installed
+    "pyisolate.transport._tensors",  # its first tensor (imports neither torch nor numpy)
+    "pyisolate.transport._session",
+)
 
 
 def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
