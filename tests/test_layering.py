@@ -22,6 +22,7 @@ ROOT = Path(pyisolate.__file__).parent
 
 LAYERS = {
     "errors": 0,
+    "_lazy": 0,
     "_wire": 1,
     "transport": 2,
     "_internal.tensor_serializer": 2,

@@ -11,14 +11,13 @@ fds and keeps the ownership rules in one place.
 from __future__ import annotations
 
 import importlib
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from .._wire import Codec, DecodeContext, EncodeContext, default_registry
 from ..errors import ProtocolError, TransportError
-from ..transport._fdpass import recv_fds, send_fds
+from ..transport._fdpass import close_unused_fds, recv_fds, send_fds
 
 __all__ = [
     "LazySession",
@@ -76,18 +75,6 @@ class LazySession:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)
-
-
-def close_unused_fds(fds: list[int]) -> None:
-    """Close the fds of a received message that no decoder took (decoders
-    replace the fds they keep with -1)."""
-    for i, fd in enumerate(fds):
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            fds[i] = -1
 
 
 def encode_with_fds(

@@ -74,26 +74,9 @@ _THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
-_FORWARDABLE = frozenset(
-    {
-        Kind.CALL,
-        Kind.CAST,
-        Kind.STREAM,
-        Kind.REPLY,
-        Kind.ERROR,
-        Kind.ITEM,
-        Kind.END,
-        Kind.CREDIT,
-        Kind.CANCEL,
-        Kind.TRANSPORT,
-    }
-)
-_FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
-_DISCONNECT_GRACE = 1.0
 _KILL_GRACE = 2.0
 _SHARED_SWITCHES = ("PYISOLATE_ENABLE_CUDA_IPC", "PYISOLATE_TRANSPORT")
 _TRANSPORT_TICK = 0.5
-_BATCH = bytes([Kind.BATCH])
 
 
 class Runtime(Router):

@@ -19,8 +19,9 @@ torch nor numpy. The runtime core uses :func:`install`,
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._alloc import empty, empty_array, is_shared, share_memory_
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ._cuda_ipc import CudaIpcBackend, CudaIpcTransport
     from ._detect import capabilities, check_shm_availability
     from ._fake import FakeTransport
-    from ._fdpass import MAX_FDS, recv_fds, send_fds
+    from ._fdpass import MAX_FDS, close_unused_fds, recv_fds, send_fds
     from ._file import FileTransport
     from ._inline import InlineTransport
     from ._session import DEFAULT_INLINE_THRESHOLD, TransportSession
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
         CODE_OUT_OF_BAND,
         CODE_TENSOR,
         OutOfBand,
-        close_unused_fds,
         install,
     )
 
@@ -94,7 +94,7 @@ _WHERE = {
     "TransportSession": "._session",
     "capabilities": "._detect",
     "check_shm_availability": "._detect",
-    "close_unused_fds": "._tensors",
+    "close_unused_fds": "._fdpass",
     "empty": "._alloc",
     "empty_array": "._alloc",
     "install": "._tensors",
@@ -105,14 +105,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _WHERE)

@@ -17,7 +17,7 @@ import struct
 
 from ..errors import TransportError
 
-__all__ = ["MAX_FDS", "recv_fds", "send_fds"]
+__all__ = ["MAX_FDS", "close_unused_fds", "recv_fds", "send_fds"]
 
 MAX_FDS = 253  # SCM_MAX_FD: the most one sendmsg may carry
 _HEADER = struct.Struct("!HH")
@@ -107,3 +107,14 @@ def recv_fds(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
         _close_all(fds)
         raise TransportError(f"expected {nfds} file descriptors, received {len(fds)}")
     return tag, fds
+
+
+def close_unused_fds(fds: list[int]) -> None:
+    """Close the fds of a received message that no decoder took (helper for the core)."""
+    for i, fd in enumerate(fds):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            fds[i] = -1

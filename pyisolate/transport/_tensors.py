@@ -25,7 +25,6 @@ Choices, documented for users:
 
 from __future__ import annotations
 
-import os
 import weakref
 from typing import Any
 
@@ -467,14 +466,3 @@ def install(registry: Any) -> None:
     registry.register("torch.Tensor", CODE_TENSOR, _encode_tensor, _decode_tensor)
     registry.register("numpy.ndarray", CODE_NDARRAY, _encode_ndarray, _decode_ndarray)
     registry.register(OutOfBand, CODE_OUT_OF_BAND, _encode_oob, _decode_oob)
-
-
-def close_unused_fds(fds: list[int]) -> None:
-    """Close the fds of a received message that no decoder took (helper for the core)."""
-    for i, fd in enumerate(fds):
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            fds[i] = -1

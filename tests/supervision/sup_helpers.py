@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from conftest import eventually  # noqa: F401  (the root conftest's, re-exported)
 from sup_actors import Worker
 
 from pyisolate.actors._supspec import ChildSpec, Heartbeat, Restart
@@ -41,21 +42,3 @@ def signal_actor(rt: Any, ref: Any, sig: int) -> int:
 def resume(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
-
-
-async def eventually(check: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Await ``check()`` (sync or async) until it returns a truthy value."""
-    import inspect
-
-    import anyio
-
-    deadline = anyio.current_time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if anyio.current_time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        await anyio.sleep(interval)
