@@ -272,17 +272,26 @@ class Router:
         ):
             return  # a supervised actor between incarnations (see _suphold)
         running = dst is not None and dst.routing is not None and dst.state == "running"
+        unreachable: BaseException | None = None
         if fds:
             # Only to a running actor: fds left in a channel nobody reads
             # would be taken for the next message's.
             try:
                 forward_fds(fds, dst.channel if running and dst is not None else None)
             except TransportError:
-                running = False  # its channel is gone with it
+                if running and dst is not None:
+                    # Its channel is gone: it died, and its exit is on the way.
+                    self._on_disconnect(dst)
+                    unreachable = ActorDiedError(
+                        f"actor {dst.name!r} is unreachable (it died)", actor=dst.name
+                    )
+                running = False
         if dst is None or not running:
             if kind in (Kind.CALL, Kind.STREAM):
                 error = (
-                    dst.closed_error()
+                    unreachable
+                    if unreachable is not None
+                    else dst.closed_error()
                     if dst is not None
                     else ActorClosedError(f"no actor with id {peer}")
                 )

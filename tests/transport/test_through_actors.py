@@ -370,9 +370,9 @@ async def test_actor_killed_while_holding_and_receiving(anyio_backend: str) -> N
             await anyio.sleep(0.5)
             os.kill(pid, signal.SIGKILL)
         assert len(outcomes) == 2
-        assert isinstance(outcomes[0], ActorDiedError), outcomes
-        # b's call failed because its callee died: b is fine, and so is the host
-        assert isinstance(outcomes[1], pyisolate.ActorError), outcomes
+        # Both callers learn that a died (in whichever order they noticed):
+        # b's call failed because its callee died; b is fine, and so is the host.
+        assert all(isinstance(o, ActorDiedError) for o in outcomes), outcomes
         assert await b.held_sums() != []
         assert await b.total(shared) == float(1 << 20)
         assert torch.all(shared == 1.0)
