@@ -289,3 +289,24 @@ class Hostile(pyisolate.Actor):
 
 def module_level_helper() -> int:
     return 1
+
+
+class Point:
+    """A user type that travels because it is registered (both sides import this)."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+pyisolate.register_type(Point, 40, lambda p: (p.x, p.y), lambda v: Point(*v))
+
+
+class Geometry(pyisolate.Actor):
+    async def shift(self, p: Point, dx: int) -> Point:
+        assert isinstance(p, Point)  # rebuilt as the type, not a tuple
+        return Point(p.x + dx, p.y)

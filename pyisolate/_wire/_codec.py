@@ -196,11 +196,13 @@ def register_type(
     if not USER_EXT_MIN <= code <= 127:
         raise ValueError(f"user extension codes are {USER_EXT_MIN}..127, not {code}")
 
+    # The value is packed by a codec of its own (the outer packer is
+    # mid-message); it shares the context, so fds and nesting depth carry over.
     def encode_ext(obj: Any, ctx: EncodeContext) -> bytes:
-        return Codec._nested_codec(ctx).encode(encode(obj), ctx)
+        return Codec().encode(encode(obj), ctx)
 
     def decode_ext(payload: bytes, ctx: DecodeContext) -> Any:
-        return decode(Codec._nested_codec(ctx).decode(payload, ctx))
+        return decode(Codec().decode(payload, ctx))
 
     default_registry.register(cls, code, encode_ext, decode_ext)
 
@@ -274,12 +276,6 @@ class Codec:
             "pyisolate sends msgpack natives, tuples, sets, bytes, tensors, arrays, "
             "actor references and registered types (pyisolate.register_type)"
         )
-
-    @staticmethod
-    def _nested_codec(ctx: Any) -> Codec:
-        # A registered type's value is packed by a codec of its own: the outer
-        # packer is mid-message. It shares the context (fds, depth).
-        return Codec()
 
     # -- decoding ---------------------------------------------------------------
 

@@ -216,6 +216,7 @@ class Router:
             # Sent before the HELLO, so it is waiting on the side channel now.
             record.process.actor_pid = read_credentials(record.channel)
         self._emit(record, encode_header(Kind.CALL, 0, HOST, record.init_nfds) + record.init_body)
+        record.init_body = b""  # sent: do not hold the constructor's arguments for life
 
     def _refuse(self, routing: bytes, reason: str) -> None:
         log.warning("pyisolate: refused a connection: %s", reason)
