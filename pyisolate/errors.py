@@ -11,6 +11,8 @@ The tree::
     │   └── RemoteError             a non-builtin exception raised inside the actor
     ├── ProtocolError               a peer broke the wire protocol (garbage, oversized
     │                               frames, bad token or version); that peer is cut off
+    ├── MessageTooLargeError        a message would exceed the receiver's frame limit;
+    │                               refused before sending (also a ValueError)
     ├── TransportError              a tensor could not be moved out of band
     ├── SandboxError                the sandbox could not be set up as asked
     │   └── SandboxUnavailableError REQUIRED isolation is not possible on this machine
@@ -31,6 +33,7 @@ __all__ = [
     "ActorDiedError",
     "ActorError",
     "ActorStartError",
+    "MessageTooLargeError",
     "ProtocolError",
     "PyisolateError",
     "RemoteError",
@@ -116,6 +119,19 @@ class RemoteTraceback(Exception):
 class ProtocolError(PyisolateError):
     """A peer sent something the protocol does not allow. The peer is disconnected;
     the host keeps serving everyone else."""
+
+
+class MessageTooLargeError(PyisolateError, ValueError):
+    """A message (arguments, a result, a stream item) would exceed the frame
+    limit of the peer that receives it. Raised by the sender, before anything
+    is sent, so nobody is cut off; ``size`` and ``limit`` are in bytes. Large
+    data belongs in bytes, tensors, arrays or ``OutOfBand`` buffers, which
+    move out of band whatever their size."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class TransportError(PyisolateError):

@@ -283,6 +283,15 @@ class Hostile(pyisolate.Actor):
     def big(self, nbytes: int) -> bytes:
         return b"x" * nbytes
 
+    def big_text(self, nchars: int) -> str:
+        return "x" * nchars
+
+    async def raw_oversized(self, nbytes: int) -> str:
+        """Send, unchecked, one REPLY frame of ``nbytes`` to the host."""
+        from pyisolate._wire import Kind, encode_header
+
+        return await self.raw_send([encode_header(Kind.REPLY, 1, 0) + b"x" * nbytes])
+
     async def ping(self) -> str:
         return "pong"
 

@@ -18,7 +18,7 @@ from actors import Counter, Hostile
 from conftest import eventually
 
 import pyisolate
-from pyisolate import ActorStartError, ProtocolError, SpawnOptions
+from pyisolate import ActorStartError, MessageTooLargeError, ProtocolError, SpawnOptions
 from pyisolate._wire import Kind, Limits, decode_header, encode_header
 from pyisolate.sandbox import SandboxMode
 
@@ -88,9 +88,15 @@ async def _oversized() -> None:
     async with pyisolate.Runtime(limits=Limits(max_frame=1024 * 1024)) as rt:
         good = await rt.spawn(Counter)
         bad = await rt.spawn(Hostile)
-        assert len(await bad.big(512 * 1024)) == 512 * 1024  # under the limit: fine
+        assert len(await bad.big_text(512 * 1024)) == 512 * 1024  # under the limit: fine
+        # An honest result over the limit is refused by the actor before it
+        # is sent, naming the size and the limit; the actor lives on.
+        with anyio.fail_after(8), pytest.raises(MessageTooLargeError, match="1,048,562-byte"):
+            await bad.big_text(2 * 1024 * 1024)
+        assert await bad.ping() == "pong"
+        # The same size sent raw breaks the protocol: ZeroMQ drops the peer.
         with anyio.fail_after(8), pytest.raises(ProtocolError):
-            await bad.big(2 * 1024 * 1024)
+            await bad.raw_oversized(2 * 1024 * 1024)
         await eventually(lambda: rt.process_id(bad) is None)
         assert await good.inc() == 1
         assert await good.echo(b"y" * 1000) == b"y" * 1000

@@ -68,6 +68,7 @@ class Kind(enum.IntEnum):
     REFUSED = 16  # host -> unauthenticated peer: handshake refused, body: reason
     TRANSPORT = 17  # transport control (e.g. CUDA IPC releases), body opaque to the core
     BATCH = 18  # several envelopes in one frame: repeated [u32 length][envelope]
+    INTRODUCE = 19  # actor -> host: [actor id, capability token] of a reference it received
 
 
 class Header(NamedTuple):
@@ -94,9 +95,10 @@ def encode_batch(envelopes: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def split_batch(frame: bytes) -> list[bytes]:
-    """The envelopes of a BATCH frame; a malformed one is a ProtocolError."""
-    out = []
+def split_batch(frame: bytes, max_entries: int | None = None) -> list[bytes]:
+    """The envelopes of a BATCH frame; a malformed one, or one of more than
+    ``max_entries`` envelopes, is a ProtocolError."""
+    out: list[bytes] = []
     view = memoryview(frame)
     pos, end = HEADER_SIZE, len(frame)
     while pos < end:
@@ -110,6 +112,8 @@ def split_batch(frame: bytes) -> list[bytes]:
         if envelope[0] == Kind.BATCH:
             raise ProtocolError("nested batch")
         out.append(envelope)
+        if max_entries is not None and len(out) > max_entries:
+            raise ProtocolError(f"a batch of more than {max_entries} envelopes")
         pos += length
     return out
 

@@ -50,6 +50,10 @@ def _event_factory() -> Callable[[], Any]:
     return asyncio.Event if on_asyncio() else anyio.Event
 
 
+def _who(actor: str | None, peer: int) -> str:
+    return f"actor {actor!r}" if actor else f"peer {peer}"
+
+
 class _Pending:
     __slots__ = ("actor", "done", "error", "event", "peer", "value")
 
@@ -152,8 +156,14 @@ class CallTable:
             elif timeout is None:
                 await pending.event.wait()
             else:
-                with anyio.fail_after(timeout):
-                    await pending.event.wait()
+                try:
+                    with anyio.fail_after(timeout):
+                        await pending.event.wait()
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"{_who(actor, peer)}.{method}() did not answer within {timeout} s "
+                        "(the call was cancelled in the actor)"
+                    ) from None
         finally:
             if not pending.done:
                 pending.done = True
@@ -204,14 +214,24 @@ class CallTable:
 
     # -- incoming ---------------------------------------------------------------
 
-    def dispatch(self, kind: Kind, call_id: int, body: Any, actor: str | None = None) -> None:
-        """Route a REPLY, ERROR, ITEM or END to its caller. Unknown ids are
-        replies to calls that were cancelled meanwhile: dropped."""
+    def dispatch(
+        self, kind: Kind, call_id: int, body: Any, sender: int, actor: str | None = None
+    ) -> None:
+        """Route a REPLY, ERROR, ITEM, END or PONG from ``sender`` to its caller.
+
+        Unknown ids are answers to calls that were cancelled meanwhile:
+        dropped. An answer to a call that went to another peer is a forgery
+        (call ids are easy to guess): ProtocolError, and the caller never
+        sees it."""
         pending = self._pending.get(call_id)
         if pending is None:
             stream = self._streams.get(call_id)
             if stream is None:
                 return
+            if stream.peer != sender:
+                raise ProtocolError(
+                    f"{kind.name} for stream {call_id}, which peer {sender} was not asked for"
+                )
             if kind is Kind.ITEM:
                 stream._push(body)
             elif kind is Kind.END:
@@ -223,6 +243,10 @@ class CallTable:
             else:
                 self._streams.pop(call_id, None)
                 stream._finish(ProtocolError(f"unexpected {kind.name} on a stream"))
+        elif pending.peer != sender:
+            raise ProtocolError(
+                f"{kind.name} for call {call_id}, which peer {sender} was not asked for"
+            )
         elif kind is Kind.REPLY or kind is Kind.PONG:
             pending.resolve(body)
         elif kind is Kind.ERROR:
@@ -259,8 +283,13 @@ class CallTable:
         self._pending[call_id] = pending
         try:
             self._send(Kind.PING, call_id, peer, _NO_BODY)
-            with anyio.fail_after(timeout if timeout is not None else math.inf):
-                await pending.event.wait()
+            try:
+                with anyio.fail_after(timeout if timeout is not None else math.inf):
+                    await pending.event.wait()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{_who(actor, peer)} did not answer a heartbeat within {timeout} s"
+                ) from None
         finally:
             self._pending.pop(call_id, None)
         _outcome(pending)
@@ -330,6 +359,12 @@ class RemoteStream(AsyncIterator[Any]):
             try:
                 with anyio.fail_after(self._timeout if self._timeout is not None else math.inf):
                     await self._event.wait()
+            except TimeoutError:
+                self._close_remote()
+                raise TimeoutError(
+                    f"stream from {_who(self._actor, self.peer)} sent no item within "
+                    f"{self._timeout} s (the stream was closed)"
+                ) from None
             except BaseException:
                 self._close_remote()
                 raise

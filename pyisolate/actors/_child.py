@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-import zmq
 
 from .._wire import (
     HEADER_SIZE,
@@ -36,6 +35,7 @@ from .._wire import (
     DecodeContext,
     EncodeContext,
     Kind,
+    Limits,
     decode_header,
     encode_header,
     exception_to_wire,
@@ -46,9 +46,9 @@ from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
 from ._calls import CallTable, on_asyncio
+from ._channel import MAX_BATCH_ENTRIES, RULES, Context, Pump, actor_socket, check_size
 from ._oob import LazySession, decode_with_fds, encode_with_fds, receive_fds
 from ._peercred import send_credentials
-from ._pump import Pump
 from ._ref import ActorRef
 
 __all__ = ["main"]
@@ -85,6 +85,10 @@ def main() -> None:
     try:
         backend = boot.get("backend", "asyncio")
         anyio.run(server.serve, backend=backend, backend_options=_backend_options(backend))
+    except SystemExit as exc:
+        # sys.exit(n) anywhere (a constructor, a method) keeps its meaning:
+        # the host reports exit code n, as for any program.
+        code = _exit_code(exc)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -93,6 +97,15 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
 
 
 def _backend_options(backend: str) -> dict[str, Any]:
@@ -296,17 +309,13 @@ class ActorServer:
             channel.settimeout(10.0)
         self.actor_id: int = boot["actor_id"]
         self.name: str = boot["name"]
-        self.codec = Codec()
-        self.ctx = zmq.Context(io_threads=1)
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        # The host's limits: what it refuses, we refuse to send.
+        self.codec = Codec(limits=Limits(max_frame=int(boot.get("max_frame", Limits.max_frame))))
+        self._max_body = self.codec.limits.max_frame - HEADER_SIZE
+        self.ctx: Context[Any] = Context(io_threads=1)
         _check_reachable(boot["endpoint"])
-        sock.connect(boot["endpoint"])
-        self.sock = sock
-        self.pump = Pump(sock, self._on_message, multipart=False)
+        self.sock = actor_socket(self.ctx, boot["endpoint"], self.codec.limits.max_frame)
+        self.pump = Pump(self.sock, self._on_message, multipart=False)
         self.calls = CallTable(self._send)
         self.actor: Any = None
         self.methods: dict[str, str] = {}
@@ -318,6 +327,11 @@ class ActorServer:
         self._stop_event: Any = None
         self._stopping = False
         self.transport = LazySession(self._new_transport_session)
+        # Capability tokens of the actors we hold references to, and which of
+        # them the host already knows we hold (see _capabilities).
+        self._tokens: dict[int, bytes] = {}
+        self._introduced: set[int] = set()
+        self._handlers = self._make_handlers()
 
     # -- endpoint protocol for ActorRefs held inside this actor ------------------
 
@@ -330,30 +344,75 @@ class ActorServer:
     def kill_actor(self, actor_id: int) -> None:
         raise RuntimeError("only the host that spawned an actor can kill it")
 
-    def make_ref(self, actor_id: int, name: str, methods: dict[str, str] | None) -> ActorRef:
+    def make_ref(
+        self,
+        actor_id: int,
+        name: str,
+        methods: dict[str, str] | None,
+        token: bytes = b"",
+        source: int = HOST,
+    ) -> ActorRef:
+        if token:
+            self._tokens[actor_id] = token
+            if source == HOST:
+                self._introduced.add(actor_id)  # the host granted it as it sent it
         return ActorRef(self, actor_id, name, methods)
+
+    def ref_token(self, actor_id: int, to_peer: int) -> bytes:
+        return self._tokens.get(actor_id, b"")
 
     # -- sending ---------------------------------------------------------------
 
     def _send(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        if peer != HOST and peer not in self._introduced and RULES[kind].opens:
+            self._introduce(peer)
         if body is None:
             self.pump.send(encode_header(kind, call_id, peer))
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
-        data = encode_with_fds(self.codec, body, self.channel, ectx)
+        data = encode_with_fds(self.codec, body, self.channel, ectx, self._check_size)
         self.pump.send(encode_header(kind, call_id, peer, len(ectx.fds)) + data)
+
+    def _check_size(self, nbytes: int) -> None:
+        check_size(nbytes, self._max_body)
+
+    def _introduce(self, peer: int) -> None:
+        """Show the host the token of ``peer``'s reference, once, before the
+        first call to it (the host relays messages unread, so it cannot see
+        the references actors pass each other)."""
+        token = self._tokens.get(peer)
+        if token is not None:
+            self.pump.send(encode_header(Kind.INTRODUCE) + self.codec.encode([peer, token]))
+            self._introduced.add(peer)
+        # No token: the host refuses the call with a PermissionError.
 
     def _send_error(self, peer: int, call_id: int, exc: BaseException) -> None:
         try:
             self._send(Kind.ERROR, call_id, peer, exception_to_wire(exc))
-        except Exception:
+        except Exception as failure:
+            # The error itself would not go (a huge message, odd arguments):
+            # answer with its text alone, so the caller is not left waiting.
             traceback.print_exc()
+            text = f"{type(exc).__name__}: {str(exc)[:4096]} (and it could not be sent: {failure})"
+            self._send(Kind.ERROR, call_id, peer, ["builtins", "RuntimeError", [text], ""])
 
-    def _send_result(self, kind: Kind, peer: int, call_id: int, value: Any) -> None:
+    def _send_result(self, kind: Kind, peer: int, call_id: int, value: Any) -> bool:
+        """Send a result or stream item; if it cannot be encoded or sent (any
+        exception: TypeError, a registered encoder's, the transport's, a size
+        limit), answer the call with an error naming why. Every call gets an
+        answer. False if the error was sent instead."""
         try:
             self._send(kind, call_id, peer, value)
-        except TypeError as exc:
-            self._send_error(peer, call_id, TypeError(f"cannot send the result: {exc}"))
+        except Exception as exc:
+            what = "result" if kind is Kind.REPLY else "stream item"
+            error = type(exc) if isinstance(exc, (TypeError, ValueError)) else TypeError
+            try:
+                wrapped: BaseException = error(f"cannot send the {what}: {exc}")
+            except Exception:
+                wrapped = TypeError(f"cannot send the {what}: {type(exc).__name__}: {exc}")
+            self._send_error(peer, call_id, wrapped)
+            return False
+        return True
 
     # -- serving ---------------------------------------------------------------
 
@@ -433,22 +492,26 @@ class ActorServer:
 
     # -- dispatch --------------------------------------------------------------
 
-    def _on_message(self, frames: list[bytes]) -> None:
+    def _on_message(self, frames: list[bytes]) -> int:
         frame = frames[0]
         if frame[:1] == _BATCH:
             try:
-                envelopes = split_batch(frame)
+                envelopes = split_batch(frame, MAX_BATCH_ENTRIES)
             except ProtocolError as exc:
                 print(f"pyisolate: dropped a malformed batch: {exc}", file=sys.stderr)
-                return
+                return 1
             for envelope in envelopes:
                 self._on_envelope(envelope)
-            return
+            return len(envelopes)
         self._on_envelope(frame)
+        return 1
 
     def _on_envelope(self, frame: bytes) -> None:
         try:
             header = decode_header(frame)
+            rule = RULES.get(header.kind)
+            if rule is None or not (rule.from_host or rule.forwardable):
+                raise ProtocolError(f"{header.kind.name} is never sent to an actor")
         except ProtocolError as exc:
             print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
             return
@@ -467,50 +530,84 @@ class ActorServer:
                     self._send_error(header.peer, header.call_id, exc)
                 print(f"pyisolate: dropped a malformed message: {exc}", file=sys.stderr)
                 return
-        self._handle(header.kind, header.call_id, header.peer, body)
+        try:
+            self._handlers[header.kind](header.kind, header.call_id, header.peer, body)
+        except ProtocolError as exc:
+            print(f"pyisolate: dropped a message: {exc}", file=sys.stderr)
         if self.transport.started:
             self.transport.flush()  # a safe point: see the host's _route_one
 
-    def _handle(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
-        tasks = self.tasks
-        assert tasks is not None
-        if kind is Kind.CALL:
-            if call_id == 0 and peer == HOST and self.actor is None:
-                self._init_args = body
-                self._init_event.set()
-                return
-            tasks.start((peer, call_id), self._run_call, peer, call_id, body)
-        elif kind is Kind.CAST:
-            tasks.start(None, self._run_call, peer, None, body)
-        elif kind is Kind.STREAM:
-            tasks.start((peer, call_id), self._run_stream, peer, call_id, body)
-        elif kind is Kind.CREDIT:
-            state = self._credits.get((peer, call_id))
-            if state is not None and type(body) is int and body > 0:
-                state[0] += body
-                state[1].set()
-        elif kind is Kind.CANCEL:
-            tasks.cancel((peer, call_id))
-        elif kind is Kind.PING:
-            self._send(Kind.PONG, call_id, peer, None)
-        elif kind is Kind.SHUTDOWN:
-            if not self._stopping:
-                self._stopping = True
-                tasks.start(None, self._shutdown)
-        elif kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END):
-            self.calls.dispatch(kind, call_id, body)
-        elif kind is Kind.TRANSPORT:
-            if isinstance(body, dict) and body.get("op") == "peer_died" and peer == HOST:
-                if self.transport.started:
-                    self.transport.peer_died(int(body.get("peer", -1)))
-            else:
-                try:
-                    self.transport.handle_control(peer, body)
-                except Exception as exc:
-                    print(f"pyisolate: bad transport message from {peer}: {exc}", file=sys.stderr)
-        elif kind is Kind.REFUSED:
-            print(f"pyisolate: the host refused this actor: {body}", file=sys.stderr)
-            os._exit(71)
+    def _make_handlers(self) -> dict[Kind, Any]:
+        """What this actor does with each kind it may receive (RULES' kinds
+        the host sends or relays; a test checks that the two agree)."""
+        answer = self._on_answer
+        return {
+            Kind.CALL: self._on_call,
+            Kind.CAST: self._on_cast,
+            Kind.STREAM: self._on_stream,
+            Kind.REPLY: answer,
+            Kind.ERROR: answer,
+            Kind.ITEM: answer,
+            Kind.END: answer,
+            Kind.CREDIT: self._on_credit,
+            Kind.CANCEL: self._on_cancel,
+            Kind.PING: self._on_ping,
+            Kind.SHUTDOWN: self._on_shutdown,
+            Kind.TRANSPORT: self._on_transport,
+            Kind.REFUSED: self._on_refused,
+        }
+
+    def _on_call(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        assert self.tasks is not None
+        if call_id == 0 and peer == HOST and self.actor is None:
+            self._init_args = body
+            self._init_event.set()
+            return
+        self.tasks.start((peer, call_id), self._run_call, peer, call_id, body)
+
+    def _on_cast(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        assert self.tasks is not None
+        self.tasks.start(None, self._run_call, peer, None, body)
+
+    def _on_stream(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        assert self.tasks is not None
+        self.tasks.start((peer, call_id), self._run_stream, peer, call_id, body)
+
+    def _on_answer(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        self.calls.dispatch(kind, call_id, body, peer)
+
+    def _on_credit(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        state = self._credits.get((peer, call_id))
+        if state is not None and type(body) is int and body > 0:
+            state[0] += body
+            state[1].set()
+
+    def _on_cancel(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        assert self.tasks is not None
+        self.tasks.cancel((peer, call_id))
+
+    def _on_ping(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        self._send(Kind.PONG, call_id, peer, None)
+
+    def _on_shutdown(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        assert self.tasks is not None
+        if not self._stopping:
+            self._stopping = True
+            self.tasks.start(None, self._shutdown)
+
+    def _on_transport(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        if isinstance(body, dict) and body.get("op") == "peer_died" and peer == HOST:
+            if self.transport.started:
+                self.transport.peer_died(int(body.get("peer", -1)))
+            return
+        try:
+            self.transport.handle_control(peer, body)
+        except Exception as exc:
+            print(f"pyisolate: bad transport message from {peer}: {exc}", file=sys.stderr)
+
+    def _on_refused(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
+        print(f"pyisolate: the host refused this actor: {body}", file=sys.stderr)
+        os._exit(71)
 
     def _lookup(self, method: Any) -> tuple[Any, str]:
         if not isinstance(method, str) or method not in self.methods:
@@ -573,7 +670,8 @@ class ActorServer:
                 except StopAsyncIteration:
                     break
                 state[0] -= 1
-                self._send(Kind.ITEM, call_id, peer, item)
+                if not self._send_result(Kind.ITEM, peer, call_id, item):
+                    return  # the stream ended with the error that says why
             self._send(Kind.END, call_id, peer, None)
         except Exception as exc:
             self._send_error(peer, call_id, exc)

@@ -78,12 +78,20 @@ class LazySession:
 
 
 def encode_with_fds(
-    codec: Codec, body: Any, channel: socket.socket | None, ctx: EncodeContext
+    codec: Codec,
+    body: Any,
+    channel: socket.socket | None,
+    ctx: EncodeContext,
+    check: Callable[[int], None] | None = None,
 ) -> bytes:
     """Encode ``body``; pass its fds on ``channel`` now. Returns the body bytes;
-    ``len(ctx.fds)`` is the header's count."""
+    ``len(ctx.fds)`` is the header's count. ``check(size)`` may refuse the
+    encoded body before any fd leaves (fds sent for a message that is then
+    not sent would be taken for the next message's)."""
     try:
         data = codec.encode(body, ctx)
+        if check is not None:
+            check(len(data))
         if ctx.fds:
             if channel is None:
                 raise TransportError("this peer has no channel for out-of-band data")

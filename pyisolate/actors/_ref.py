@@ -7,7 +7,10 @@ over. The explicit forms ``call``, ``cast`` and ``stream`` take options
 
 References are values: they can be sent inside messages to other actors,
 which can call them too. A reference names the actor by id, so it stays valid
-when a supervisor restarts the actor behind it.
+when a supervisor restarts the actor behind it. The id is not what gives the
+right to call: a reference travels with the actor's capability token (an
+unguessable secret the host made), and an actor may address only actors whose
+token it was given (see ``_capabilities``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,16 @@ class Endpoint(Protocol):
 
     def kill_actor(self, actor_id: int) -> None: ...
 
-    def make_ref(self, actor_id: int, name: str, methods: dict[str, str] | None) -> ActorRef: ...
+    def make_ref(
+        self,
+        actor_id: int,
+        name: str,
+        methods: dict[str, str] | None,
+        token: bytes = b"",
+        source: int = 0,
+    ) -> ActorRef: ...
+
+    def ref_token(self, actor_id: int, to_peer: int) -> bytes: ...
 
 
 class ActorRef:
@@ -182,17 +194,27 @@ class RemoteMethod:
 
 def _encode_ref(ref: ActorRef, ctx: EncodeContext) -> bytes:
     methods = ref._methods or {}
-    return msgpack.packb([ref.id, ref.name, list(methods.items())])  # type: ignore[no-any-return]
+    # Sending a reference is granting it: the endpoint hands out the token
+    # (and, on the host, records that ``ctx.peer`` now holds it).
+    token = ctx.endpoint.ref_token(ref.id, ctx.peer) if ctx.endpoint is not None else b""
+    return msgpack.packb([ref.id, ref.name, list(methods.items()), token])  # type: ignore[no-any-return]
 
 
 def _decode_ref(payload: bytes, ctx: DecodeContext) -> ActorRef:
-    actor_id, name, methods = msgpack.unpackb(payload, max_array_len=100_000)
-    if type(actor_id) is not int or actor_id < 1 or not isinstance(name, str):
+    actor_id, name, methods, token = msgpack.unpackb(
+        payload, max_array_len=100_000, max_bin_len=64, max_str_len=4096
+    )
+    if (
+        type(actor_id) is not int
+        or actor_id < 1
+        or not isinstance(name, str)
+        or not isinstance(token, bytes)
+    ):
         raise ValueError("malformed actor reference")
     table = {str(k): str(v) for k, v in methods}
     if ctx.endpoint is None:
         raise ValueError("actor reference received where none can be used")
-    ref: ActorRef = ctx.endpoint.make_ref(actor_id, name, table)
+    ref: ActorRef = ctx.endpoint.make_ref(actor_id, name, table, token, ctx.peer)
     return ref
 
 

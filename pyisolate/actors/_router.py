@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
-import zmq
 
 from .._wire import (
     HEADER_SIZE,
@@ -34,11 +33,14 @@ from .._wire._envelope import HOST
 from ..errors import (
     ActorClosedError,
     ActorDiedError,
+    ActorError,
     ActorStartError,
     ProtocolError,
     TransportError,
 )
 from ._calls import CallTable
+from ._capabilities import Capabilities
+from ._channel import MAX_BATCH_ENTRIES, RULES, PeerBusy, PeerGone, Pump
 from ._oob import LazySession, decode_with_fds, forward_fds, receive_fds
 from ._peercred import read_credentials
 from ._record import _Record
@@ -46,29 +48,33 @@ from ._ref import ActorRef
 from ._spawnargs import start_error
 
 if TYPE_CHECKING:
-    from ._pump import Pump
+    from collections.abc import Callable
 
 __all__ = ["Router"]
 
 log = logging.getLogger("pyisolate.runtime")
 
-_FORWARDABLE = frozenset(
-    {
-        Kind.CALL,
-        Kind.CAST,
-        Kind.STREAM,
-        Kind.REPLY,
-        Kind.ERROR,
-        Kind.ITEM,
-        Kind.END,
-        Kind.CREDIT,
-        Kind.CANCEL,
-        Kind.TRANSPORT,
-    }
-)
-_FINAL = frozenset({Kind.REPLY, Kind.ERROR, Kind.END})
+_FORWARDABLE = frozenset(k for k, rule in RULES.items() if rule.forwardable)
+_FROM_ACTOR = frozenset(k for k, rule in RULES.items() if rule.from_actor)
+_OPENS = frozenset(k for k, rule in RULES.items() if rule.opens)
+_ANSWERS = frozenset(k for k, rule in RULES.items() if rule.answers)
+_TO_CALLEE = frozenset(k for k, rule in RULES.items() if rule.to_callee)
+_FINAL = frozenset(k for k, rule in RULES.items() if rule.final)
 _DISCONNECT_GRACE = 1.0
 _BATCH = bytes([Kind.BATCH])
+
+
+def _ignore(record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+    """Kinds an actor may send the host that need nothing done."""
+
+
+class _Refused(Exception):
+    """An envelope between actors that is not relayed; ``reason`` (if any) is
+    told to the sender of a call."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Router:
@@ -80,6 +86,8 @@ class Router:
     _codec: Codec
     _pump: Pump
     _tg: Any
+    _caps: Capabilities
+    _host_handlers: dict[Kind, Callable[[_Record, Kind, int, Any], None]]
     calls: CallTable
     transport: LazySession
 
@@ -96,17 +104,21 @@ class Router:
 
     # -- receiving ---------------------------------------------------------------
 
-    def _on_message(self, frames: list[bytes]) -> None:
+    def _on_message(self, frames: list[bytes]) -> int:
+        """One ZeroMQ message from an actor; returns how many envelopes it held
+        (the pump's receive budget counts them)."""
         try:
-            self._route(frames)
+            return self._route(frames)
         except Exception:  # a bug here must not take the whole runtime down
             log.exception("pyisolate: internal error while routing a message")
+            return 1
 
-    def _on_monitor_event(self, frames: list[bytes]) -> None:
+    def _on_monitor_event(self, frames: list[bytes]) -> int:
         self._probe_connections()
         # The event can arrive before the ROUTER has dropped the peer's pipe,
         # when a probe still succeeds: look again a little later.
         self._tg.start_soon(self._reprobe)
+        return 1
 
     async def _reprobe(self) -> None:
         for delay in (0.02, 0.1, 0.5):
@@ -122,35 +134,50 @@ class Router:
             except ActorDiedError:
                 self._on_disconnect(record)
 
-    def _on_send_error(self, routing: bytes | None, error: zmq.ZMQError) -> None:
+    def _on_send_error(self, routing: bytes | None, error: Exception) -> None:
         record = self._by_routing.get(routing) if routing is not None else None
-        if record is not None:
-            self._on_disconnect(record)
+        if record is None:
+            return
+        if isinstance(error, PeerBusy):
+            # Queued sends are fire-and-forget by then: an actor that does not
+            # read its messages loses them, and is told so in the log.
+            log.warning(
+                "pyisolate: actor %r is not reading its messages: some were dropped", record.name
+            )
+            return
+        self._on_disconnect(record)
 
-    def _route(self, frames: list[bytes]) -> None:
+    def _route(self, frames: list[bytes]) -> int:
         routing = frames[0]
         record = self._by_routing.get(routing)
         if record is None:
             self._handshake(routing, frames)
-            return
+            return 1
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"message of {len(frames) - 1} frames")
             frame = frames[1]
             if frame[:1] == _BATCH:
-                for envelope in split_batch(frame):
+                envelopes = split_batch(frame, MAX_BATCH_ENTRIES)
+                for envelope in envelopes:
                     self._route_one(record, envelope)
                     if record.state == "dead":
-                        return
-                return
+                        break
+                return len(envelopes)
         except ProtocolError as exc:
             self._cut_off(record, exc)
-            return
+            return 1
         self._route_one(record, frame)
+        return 1
 
     def _route_one(self, record: _Record, frame: bytes) -> None:
+        if record.state == "dead":
+            return  # cut off mid-batch: nothing more of it is admitted
         try:
             header = decode_header(frame)
+            rule = RULES.get(header.kind)
+            if rule is None or not rule.from_actor:
+                raise ProtocolError(f"actors may not send {header.kind.name}")
             fds = receive_fds(record.channel, header.nfds)
             if header.peer != HOST:
                 self._forward(record, header.kind, header.call_id, header.peer, frame, fds)
@@ -162,7 +189,7 @@ class Router:
             elif fds:
                 forward_fds(fds, None)  # closes them: fds without a body to use them
                 raise ProtocolError("file descriptors sent without a body")
-            self._handle(record, header.kind, header.call_id, body)
+            self._host_handlers[header.kind](record, header.kind, header.call_id, body)
         except ProtocolError as exc:
             self._cut_off(record, exc)
         if self.transport.started:
@@ -222,48 +249,101 @@ class Router:
         log.warning("pyisolate: refused a connection: %s", reason)
         try:
             self._pump.send(encode_header(Kind.REFUSED) + msgpack.packb(reason), routing)
-        except zmq.ZMQError:
+        except (PeerGone, PeerBusy):
             pass
 
-    def _handle(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
-        if kind in (Kind.REPLY, Kind.ERROR, Kind.ITEM, Kind.END, Kind.PONG):
-            self.calls.dispatch(kind, call_id, body, actor=record.name)
-        elif kind is Kind.READY and record.state == "starting":
-            if not isinstance(body, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in body.items()
-            ):
-                raise ProtocolError("malformed READY")
-            endpoint: Any = self  # the Runtime this mixes into
-            record.ref = ActorRef(
-                endpoint, record.id, record.name, body, default_timeout=record.options.call_timeout
-            )
-            record.state = "running"
-            record.ready.set()
-            if self.transport.started:
-                self.transport.peer_connected(record.id)
-            held = self._holds.get(record.id)
-            if held is not None:
-                held.deliver()  # calls made while it restarted, in order
-        elif kind is Kind.START_FAILED and record.state == "starting":
-            record.start_error = start_error(record.name, body)
-            record.ready.set()
-        elif kind in (Kind.CALL, Kind.STREAM):
-            self._send_error_to(
-                record.id, call_id, HOST, AttributeError("the host serves no methods")
-            )
-        elif kind is Kind.TRANSPORT and self.transport is not None:
+    # -- envelopes for the host -------------------------------------------------
+
+    def _make_host_handlers(self) -> dict[Kind, Callable[[_Record, Kind, int, Any], None]]:
+        """What the host does with each kind an actor may send it (RULES'
+        ``from_actor`` kinds; a test checks that the two agree)."""
+        answer = self._on_answer
+        return {
+            Kind.HELLO: self._on_repeated_hello,
+            Kind.READY: self._on_ready,
+            Kind.START_FAILED: self._on_start_failed,
+            Kind.CALL: self._on_call_to_host,
+            Kind.STREAM: self._on_call_to_host,
+            Kind.CAST: _ignore,
+            Kind.REPLY: answer,
+            Kind.ERROR: answer,
+            Kind.ITEM: answer,
+            Kind.END: answer,
+            Kind.PONG: answer,
+            Kind.CREDIT: _ignore,  # the host serves no streams
+            Kind.CANCEL: _ignore,  # nor calls
+            Kind.TRANSPORT: self._on_transport,
+            Kind.INTRODUCE: self._on_introduce,
+        }
+
+    def _on_answer(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        self.calls.dispatch(kind, call_id, body, record.id, actor=record.name)
+
+    def _on_repeated_hello(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        raise ProtocolError("a second HELLO on an open connection")
+
+    def _on_ready(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        if record.state != "starting":
+            raise ProtocolError("READY from an actor that is not starting")
+        if not isinstance(body, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in body.items()
+        ):
+            raise ProtocolError("malformed READY")
+        endpoint: Any = self  # the Runtime this mixes into
+        record.ref = ActorRef(
+            endpoint, record.id, record.name, body, default_timeout=record.options.call_timeout
+        )
+        record.state = "running"
+        record.ready.set()
+        if self.transport.started:
+            self.transport.peer_connected(record.id)
+        held = self._holds.get(record.id)
+        if held is not None:
+            held.deliver()  # calls made while it restarted, in order
+
+    def _on_start_failed(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        if record.state != "starting":
+            raise ProtocolError("START_FAILED from an actor that is not starting")
+        record.start_error = start_error(record.name, body)
+        record.ready.set()
+
+    def _on_call_to_host(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        self._send_error_to(record.id, call_id, HOST, AttributeError("the host serves no methods"))
+
+    def _on_transport(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        try:
             self.transport.handle_control(record.id, body)
-        elif kind in (Kind.CAST, Kind.CREDIT, Kind.CANCEL):
-            pass
-        else:
-            raise ProtocolError(f"unexpected {kind.name} from actor {record.name!r}")
+        except TransportError as exc:
+            raise ProtocolError(f"bad transport control message: {exc}") from None
+
+    def _on_introduce(self, record: _Record, kind: Kind, call_id: int, body: Any) -> None:
+        if (
+            not isinstance(body, list)
+            or len(body) != 2
+            or type(body[0]) is not int
+            or not isinstance(body[1], bytes)
+        ):
+            raise ProtocolError("malformed INTRODUCE")
+        if not self._caps.introduce(record.id, body[0], body[1]):
+            raise ProtocolError(f"forged reference to actor id {body[0]} (wrong capability token)")
+
+    # -- envelopes between actors -------------------------------------------------
 
     def _forward(
         self, src: _Record, kind: Kind, call_id: int, peer: int, frame: bytes, fds: list[int]
     ) -> None:
-        if kind not in _FORWARDABLE:
+        try:
+            self._admit_forward(src, kind, call_id, peer)
+        except _Refused as refusal:
+            forward_fds(fds, None)  # closes them
+            if refusal.reason and kind in (Kind.CALL, Kind.STREAM):
+                self._send_error_to(src.id, call_id, peer, PermissionError(refusal.reason))
+            elif refusal.reason:
+                log.warning("pyisolate: dropped a %s: %s", kind.name, refusal.reason)
+            return
+        except BaseException:
             forward_fds(fds, None)
-            raise ProtocolError(f"{kind.name} cannot be sent to another actor")
+            raise
         dst = self._records.get(peer)
         held = self._holds.get(peer)
         if (
@@ -298,18 +378,47 @@ class Router:
                 )
                 self._send_error_to(src.id, call_id, peer, error)
             return
-        if kind in (Kind.CALL, Kind.STREAM):
-            dst.inbound.add((src.id, call_id))
+        if kind in _OPENS:
+            if kind is not Kind.CAST:
+                dst.inbound.add((src.id, call_id))
         elif kind in _FINAL:
             src.inbound.discard((dst.id, call_id))
+        self._caps.heard_from(dst.id, src.id)
         # Re-stamp the header with the true source; the body travels unread.
         restamped = encode_header(kind, call_id, src.id, len(fds)) + frame[HEADER_SIZE:]
         try:
             self._emit(dst, restamped)
-        except ActorDiedError as exc:
+        except ActorError as exc:
             if kind in (Kind.CALL, Kind.STREAM):
                 dst.inbound.discard((src.id, call_id))
                 self._send_error_to(src.id, call_id, peer, exc)
+
+    def _admit_forward(self, src: _Record, kind: Kind, call_id: int, peer: int) -> None:
+        """The authority rules for an envelope ``src`` addresses to actor ``peer``;
+        raises ProtocolError (the sender is cut off) or _Refused (dropped)."""
+        if kind not in _FORWARDABLE:
+            raise ProtocolError(f"{kind.name} cannot be sent to another actor")
+        if kind in _OPENS:
+            if not self._caps.may_open(src.id, peer):
+                raise _Refused(
+                    f"actor {src.name!r} holds no reference to actor id {peer}: an actor may "
+                    "call only the actors whose references it was given"
+                )
+        elif kind in _ANSWERS:
+            # Only the callee answers, and only calls it was sent (and not yet
+            # finished): anything else is a forgery aimed at another caller.
+            dst = self._records.get(peer)
+            if dst is None or (peer, call_id) not in src.inbound:
+                raise ProtocolError(
+                    f"{kind.name} to actor id {peer} for call {call_id}, which it never sent "
+                    f"to actor {src.name!r}"
+                )
+        elif kind in _TO_CALLEE:
+            dst = self._records.get(peer)
+            if (dst is None or (src.id, call_id) not in dst.inbound) and peer not in self._holds:
+                raise _Refused("")  # the call ended meanwhile: a harmless race
+        elif kind is Kind.TRANSPORT and not self._caps.may_control(src.id, peer):
+            raise _Refused("")
 
     def _on_disconnect(self, record: _Record) -> None:
         if record.state not in ("running", "starting") or record.disconnected:

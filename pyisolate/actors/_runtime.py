@@ -25,9 +25,9 @@ from typing import Any
 
 import anyio
 import msgpack
-import zmq
 
 from .._wire import (
+    HEADER_SIZE,
     Codec,
     EncodeContext,
     Kind,
@@ -45,6 +45,19 @@ from ..errors import (
 )
 from ..sandbox import SandboxMode, build_launch
 from ._calls import CallTable
+from ._capabilities import Capabilities
+from ._channel import (
+    HOST_SNDHWM,
+    Context,
+    PeerBusy,
+    PeerGone,
+    Pump,
+    check_size,
+    close_sockets,
+    host_socket,
+    monitor_socket,
+)
+from ._fdbudget import FdBudget
 from ._oob import LazySession, encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
@@ -75,6 +88,7 @@ _THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
 )
 _KILL_GRACE = 2.0
+_LAST_WORDS_GRACE = 0.5
 _SHARED_SWITCHES = ("PYISOLATE_ENABLE_CUDA_IPC", "PYISOLATE_TRANSPORT")
 _TRANSPORT_TICK = 0.5
 
@@ -101,6 +115,9 @@ class Runtime(Router):
         self._records: dict[int, _Record] = {}
         self._by_routing: dict[bytes, _Record] = {}
         self.calls = CallTable(self._send_to)
+        self._caps = Capabilities()
+        self._host_handlers = self._make_host_handlers()
+        self._fds = FdBudget()
         self.transport: Any = None
         self._open = False
         self._closed = False
@@ -116,19 +133,13 @@ class Runtime(Router):
         if self._open or self._closed:
             raise RuntimeError("a Runtime can be entered only once")
         sweep_stale()
+        FdBudget.raise_soft_limit()
         self._dir = RuntimeDir()
-        self._zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
-        router = self._zctx.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.SNDHWM, 0)
-        router.setsockopt(zmq.RCVHWM, 0)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # zmq drops a peer whose message exceeds this, before we buffer it.
-        router.setsockopt(zmq.MAXMSGSIZE, self._codec.limits.max_frame + 1024)
+        self._zctx: Context[Any] = Context(io_threads=1)
+        router = host_socket(self._zctx, self._codec.limits.max_frame)
         self.socket_path = str(self._dir.path / "router.sock")
         if len(self.socket_path.encode()) > 107:
-            router.close(linger=0)
-            self._zctx.term()
+            close_sockets(self._zctx, router)
             self._dir.close()
             raise RuntimeError(
                 f"the runtime socket path {self.socket_path!r} is longer than the 107 bytes "
@@ -140,12 +151,10 @@ class Runtime(Router):
         os.chmod(self.socket_path, 0o666)
         self.endpoint = f"ipc://{self.socket_path}"
         self._router = router
-        from ._pump import Pump
-
         self._pump = Pump(router, self._on_message, on_send_error=self._on_send_error)
         # Disconnects (a crash, or zmq dropping an oversized message) arrive on
         # a monitor socket without the peer's identity: probe who is gone.
-        self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = monitor_socket(router)
         self._monitor_pump = Pump(self._monitor, self._on_monitor_event)
         self.transport = LazySession(self._new_transport_session)
         self._tg = anyio.create_task_group()
@@ -176,9 +185,7 @@ class Runtime(Router):
                 for record in self._records.values():
                     self._close_channel(record)
                 self._router.disable_monitor()
-                self._monitor.close(linger=0)
-                self._router.close(linger=0)
-                self._zctx.term()
+                close_sockets(self._zctx, self._monitor, self._router)
                 self._dir.close()
 
     async def _stop_all(self) -> None:
@@ -239,123 +246,138 @@ class Runtime(Router):
             r.name == name and r.state in ("starting", "running") for r in self._records.values()
         ):
             raise ValueError(f"an actor named {name!r} is already running")
-        mode, policy = sandbox_setting(sandbox) if sandbox is not None else self.sandbox
-        # A template without a scope is shared by every actor of these settings.
-        shared_template = (_template is True) or (opts.template and _template is False)
-        policy = own_uid(policy, actor_id, shared=shared_template)
-        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Encode the constructor arguments first: an argument that cannot be
-        # sent raises TypeError here, before a process is started. Their
-        # tensors' fds wait in the side channel until the actor reads them.
-        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
-        try:
-            init_body = encode_with_fds(self._codec, [list(args), kwargs], host_end, ectx)
-        except BaseException:
-            host_end.close()
-            child_end.close()
-            raise
-        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
-        record.init_nfds = len(ectx.fds)
-        self._records[actor_id] = record
-        host_end.setblocking(False)
-        enable_credentials(host_end)
-        record.channel = host_end
-        sys_path = [
-            os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)
-        ]
-        if opts.python:
-            # Another interpreter (a virtual environment) keeps its own
-            # packages; it only gets our code directories in front of them.
-            sys_path = [p for p in sys_path if not is_installation_path(p)]
-        boot = {
-            "endpoint": self.endpoint,
-            "actor_id": actor_id,
-            "token": record.token,
-            "name": name,
-            "target": spec,
-            "main_path": main_path,
-            "sys_path": sys_path,
-            "sys_path_mode": "prepend" if opts.python else "replace",
-            "channel_fd": child_end.fileno(),
-            "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
-            "sync_threads": opts.sync_threads,
-            "backend": opts.backend,
-            "cwd": opts.cwd or os.getcwd(),
-        }
-        argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
-        ro_binds = [p for p in sys_path if not too_broad(p)] + [_PKG_ROOT]
-        if main_path:
-            # The script's directory holds the modules it imports; but a script
-            # in a temp or home directory gets itself alone: binding those would
-            # show the sandbox every file beside it.
-            main_dir = os.path.dirname(main_path)
-            ro_binds.append(main_path if too_broad(main_dir) else main_dir)
-        if opts.python:
-            ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
-        if _template is not False or opts.template:
-            # Fork from a warm template (see _template); None: it went cold.
-            # A non-boolean ``_template`` scopes the template to one owner.
-            from ._template import spawn_forked
+        # References to this id are granted with its token (kept across restarts).
+        self._caps.new_actor(actor_id)
+        with self._fds.reserve(name):
+            mode, policy = sandbox_setting(sandbox) if sandbox is not None else self.sandbox
+            # A template without a scope is shared by every actor of these settings.
+            shared_template = (_template is True) or (opts.template and _template is False)
+            policy = own_uid(policy, actor_id, shared=shared_template)
+            host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Encode the constructor arguments first: an argument that cannot be
+            # sent raises TypeError here, before a process is started. Their
+            # tensors' fds wait in the side channel until the actor reads them.
+            ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
+            try:
+                init_body = encode_with_fds(
+                    self._codec, [list(args), kwargs], host_end, ectx, self._check_size
+                )
+            except BaseException:
+                host_end.close()
+                child_end.close()
+                raise
+            record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
+            record.init_nfds = len(ectx.fds)
+            self._records[actor_id] = record
+            host_end.setblocking(False)
+            enable_credentials(host_end)
+            record.channel = host_end
+            sys_path = [
+                os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)
+            ]
+            if opts.python:
+                # Another interpreter (a virtual environment) keeps its own
+                # packages; it only gets our code directories in front of them.
+                sys_path = [p for p in sys_path if not is_installation_path(p)]
+            boot = {
+                "endpoint": self.endpoint,
+                "actor_id": actor_id,
+                "token": record.token,
+                "name": name,
+                "target": spec,
+                "main_path": main_path,
+                "sys_path": sys_path,
+                "sys_path_mode": "prepend" if opts.python else "replace",
+                "channel_fd": child_end.fileno(),
+                "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
+                "sync_threads": opts.sync_threads,
+                "backend": opts.backend,
+                "cwd": opts.cwd or os.getcwd(),
+                "max_frame": self._codec.limits.max_frame,
+            }
+            argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
+            ro_binds = [p for p in sys_path if not too_broad(p)] + [_PKG_ROOT]
+            if main_path:
+                # The script's directory holds the modules it imports; but a script
+                # in a temp or home directory gets itself alone: binding those would
+                # show the sandbox every file beside it.
+                main_dir = os.path.dirname(main_path)
+                ro_binds.append(main_path if too_broad(main_dir) else main_dir)
+            if opts.python:
+                ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
+            if _template is not False or opts.template:
+                # Fork from a warm template (see _template); None: it went cold.
+                # A non-boolean ``_template`` scopes the template to one owner.
+                from ._template import spawn_forked
 
-            scope = None if isinstance(_template, bool) else _template
-            forked = await spawn_forked(
-                self, record, boot, mode, policy, opts, ro_binds, child_end, _PKG_ROOT, scope=scope
-            )
-            if forked is not None:
-                return forked  # type: ignore[no-any-return]
-        try:
-            plan = build_launch(
-                policy,
-                mode,
-                argv,
-                env=self._child_env(opts),
-                ro_binds=ro_binds,
-                rw_binds=[],
-                socket_paths=[self.socket_path],
-                pass_fds=[child_end.fileno()],
-            )
-        except BaseException:
-            record.state = "dead"
-            child_end.close()
-            self._close_channel(record)
-            raise
-        record.isolation = plan.isolation
-        try:
-            record.process = ActorProcess(
-                plan.argv,
-                env=plan.env,
-                bootstrap=boot,
-                pass_fds=plan.pass_fds,
-                logger=logging.getLogger(f"pyisolate.actor.{name}"),
-                cwd=opts.cwd,
-                returncode_map=plan.actor_returncode,
-            )
-        except OSError as exc:
-            record.state = "dead"
-            self._close_channel(record)
-            raise ActorStartError(f"could not start actor {name!r}: {exc}", actor=name) from exc
-        finally:
-            plan.close()
-            child_end.close()
-        self._tg.start_soon(self._watch, record)
-        self._tg.start_soon(record.process.pump_output, "stdout")
-        self._tg.start_soon(record.process.pump_output, "stderr")
-        try:
-            with anyio.fail_after(opts.start_timeout):
-                await record.ready.wait()
-        except TimeoutError:
-            record.process.kill()
-            raise ActorStartError(
-                f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
-            ) from None
-        except BaseException:
-            record.process.kill()
-            raise
-        if record.start_error is not None:
-            record.process.kill()
-            raise record.start_error
-        assert record.ref is not None
-        return record.ref
+                scope = None if isinstance(_template, bool) else _template
+                forked = await spawn_forked(
+                    self,
+                    record,
+                    boot,
+                    mode,
+                    policy,
+                    opts,
+                    ro_binds,
+                    child_end,
+                    _PKG_ROOT,
+                    scope=scope,
+                )
+                if forked is not None:
+                    return forked  # type: ignore[no-any-return]
+            try:
+                plan = build_launch(
+                    policy,
+                    mode,
+                    argv,
+                    env=self._child_env(opts),
+                    ro_binds=ro_binds,
+                    rw_binds=[],
+                    socket_paths=[self.socket_path],
+                    pass_fds=[child_end.fileno()],
+                )
+            except BaseException:
+                record.state = "dead"
+                child_end.close()
+                self._close_channel(record)
+                raise
+            record.isolation = plan.isolation
+            try:
+                record.process = ActorProcess(
+                    plan.argv,
+                    env=plan.env,
+                    bootstrap=boot,
+                    pass_fds=plan.pass_fds,
+                    logger=logging.getLogger(f"pyisolate.actor.{name}"),
+                    cwd=opts.cwd,
+                    returncode_map=plan.actor_returncode,
+                )
+            except OSError as exc:
+                record.state = "dead"
+                self._close_channel(record)
+                raise ActorStartError(f"could not start actor {name!r}: {exc}", actor=name) from exc
+            finally:
+                plan.close()
+                child_end.close()
+            self._tg.start_soon(self._watch, record)
+            self._tg.start_soon(record.process.pump_output, "stdout")
+            self._tg.start_soon(record.process.pump_output, "stderr")
+            try:
+                with anyio.fail_after(opts.start_timeout):
+                    await record.ready.wait()
+            except TimeoutError:
+                record.process.kill()
+                raise ActorStartError(
+                    f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
+                ) from None
+            except BaseException:
+                record.process.kill()
+                raise
+            if record.start_error is not None:
+                record.process.kill()
+                raise record.start_error
+            assert record.ref is not None
+            return record.ref
 
     def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
         """The variables pyisolate sets for an actor; the sandbox adds the host
@@ -376,6 +398,11 @@ class Runtime(Router):
     async def _watch(self, record: _Record) -> None:
         assert record.process is not None
         await record.process.watch()
+        if record.state == "starting" and not record.ready.is_set():
+            # Its last words (START_FAILED with the traceback) may still be on
+            # their way through ZeroMQ: they say more than the exit status.
+            with anyio.move_on_after(_LAST_WORDS_GRACE):
+                await record.ready.wait()
         self._on_exit(record, record.process.returncode)
 
     def _on_exit(self, record: _Record, code: int | None) -> None:
@@ -459,11 +486,28 @@ class Runtime(Router):
         if record.state != "running":
             raise record.closed_error()
 
-    def make_ref(self, actor_id: int, name: str, methods: dict[str, str] | None) -> ActorRef:
+    def make_ref(
+        self,
+        actor_id: int,
+        name: str,
+        methods: dict[str, str] | None,
+        token: bytes = b"",
+        source: int = HOST,
+    ) -> ActorRef:
+        """A reference decoded from a message of ``source``: it must carry the
+        actor's capability token (an actor cannot make one up)."""
+        if source != HOST and not self._caps.verify(actor_id, token):
+            raise ValueError(f"forged reference to actor id {actor_id} (wrong capability token)")
         record = self._records.get(actor_id)
         if record is not None and record.ref is not None:
             return record.ref
         return ActorRef(self, actor_id, name, methods)
+
+    def ref_token(self, actor_id: int, to_peer: int) -> bytes:
+        """Encoding a reference for ``to_peer`` grants it (see _capabilities)."""
+        if to_peer != HOST:
+            self._caps.grant(to_peer, actor_id)
+        return self._caps.token(actor_id)
 
     async def stop_actor(self, actor_id: int, timeout: float | None) -> None:
         record = self._records.get(actor_id)
@@ -547,7 +591,7 @@ class Runtime(Router):
             return
         ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
         try:
-            data = encode_with_fds(self._codec, body, record.channel, ectx)
+            data = encode_with_fds(self._codec, body, record.channel, ectx, self._check_size)
         except TransportError as exc:
             if not isinstance(exc.__context__, (BrokenPipeError, ConnectionResetError)):
                 raise
@@ -567,13 +611,23 @@ class Runtime(Router):
         header = encode_header(kind, call_id, peer)
         self._emit(record, header + body if body is not None else header)
 
+    def _check_size(self, nbytes: int) -> None:
+        check_size(nbytes, self._codec.limits.max_frame - HEADER_SIZE)
+
     def _emit(self, record: _Record, payload: bytes) -> None:
         try:
             self._pump.send(payload, record.routing)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer's connection is gone
+        except PeerGone:
             self._on_disconnect(record)
             raise ActorDiedError(
-                f"actor {record.name!r} is unreachable: {exc}", actor=record.name
+                f"actor {record.name!r} is gone: its connection closed (it died or is exiting)",
+                actor=record.name,
+            ) from None
+        except PeerBusy:
+            raise ActorError(
+                f"actor {record.name!r} is not reading its messages: {HOST_SNDHWM} are queued "
+                "for it already",
+                actor=record.name,
             ) from None
 
     def _send_error_to(self, peer: int, call_id: int, source: int, exc: BaseException) -> None:
