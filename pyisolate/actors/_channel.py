@@ -88,6 +88,7 @@ RULES: dict[Kind, Rule] = {
     Kind.PONG: Rule(_NO, _YES, _NO, answers=True, final=True),
     Kind.SHUTDOWN: Rule(_YES, _NO, _NO),
     Kind.REFUSED: Rule(_YES, _NO, _NO),
+    Kind.LOG: Rule(_NO, _NO, _NO),  # reserved: actors' logs travel on their stderr
     Kind.TRANSPORT: Rule(_YES, _YES, _YES),
     Kind.INTRODUCE: Rule(_NO, _YES, _NO),
     # BATCH is framing: split by whoever receives it, never handled as such.
