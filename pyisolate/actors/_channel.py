@@ -309,7 +309,10 @@ class Pump:
                         frames = [sock.recv(_NOBLOCK)]
                 except zmq.Again:
                     return
-                budget -= on_message(frames) or 1
+                # Envelopes, or one unit per 8 KiB where that is more: decoding
+                # costs by the byte too. ZeroMQ's ROUTER takes messages from
+                # its peers in turn, so the budget is shared fairly.
+                budget -= max(on_message(frames) or 1, len(frames[-1]) >> 13)
         finally:
             self._draining = False
 

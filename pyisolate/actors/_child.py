@@ -85,18 +85,31 @@ def main() -> None:
     try:
         backend = boot.get("backend", "asyncio")
         anyio.run(server.serve, backend=backend, backend_options=_backend_options(backend))
-    except SystemExit as exc:
+    except BaseException as exc:
         # sys.exit(n) anywhere (a constructor, a method) keeps its meaning:
-        # the host reports exit code n, as for any program.
-        code = _exit_code(exc)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
+        # the host reports exit code n, as for any program. Task groups wrap
+        # it in an exception group.
+        found = _system_exit_in(exc)
+        if found is not None:
+            code = _exit_code(found)
+        else:
+            traceback.print_exc()
+            code = 1
     finally:
         server.close()
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _system_exit_in(exc: BaseException) -> SystemExit | None:
+    if isinstance(exc, SystemExit):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _system_exit_in(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _exit_code(exc: SystemExit) -> int:

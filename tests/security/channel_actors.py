@@ -112,3 +112,41 @@ class Attacker(pyisolate.Actor):
             if i % 64 == 0:
                 await anyio.sleep(0)
         return sent
+
+
+class Unsendable:
+    """A registered type whose encoder fails with something other than TypeError."""
+
+
+def _broken_encoder(value: Unsendable) -> Any:
+    raise RuntimeError("the encoder broke")
+
+
+pyisolate.register_type(Unsendable, 77, _broken_encoder, lambda v: Unsendable())
+
+
+class Awkward(pyisolate.Actor):
+    """Results that cannot be sent; each call must still be answered."""
+
+    def huge_int(self) -> int:
+        return 2**64
+
+    def broken(self) -> Unsendable:
+        return Unsendable()
+
+    def broken_stream(self) -> Any:
+        yield 1
+        yield Unsendable()
+        yield 3
+
+    def length(self, value: Any) -> int:
+        return len(value)
+
+    async def sleep(self, seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return "late"
+
+
+class ExitsInInit(pyisolate.Actor):
+    def __init__(self, code: int) -> None:
+        raise SystemExit(code)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import anyio
 import pytest
 from conftest import eventually
-from security.channel_actors import Attacker, Relay, Victim
 
 import pyisolate
 from pyisolate import ProtocolError
 from pyisolate._wire import Kind
 from pyisolate.actors._channel import RULES
+from security.channel_actors import Attacker, Relay, Victim
 
 pytestmark = pytest.mark.anyio
 
