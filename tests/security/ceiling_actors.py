@@ -76,5 +76,10 @@ class Ceilings(pyisolate.Actor):
         os.waitpid(pid, 0)
         return "ok"
 
+    def allocate(self, nbytes: int) -> int:
+        """Hold ``nbytes`` of touched memory (a non-zero fill: every page is real)."""
+        self._held = b"\x01" * nbytes
+        return len(self._held)
+
     def echo(self, value: Any) -> Any:
         return value
