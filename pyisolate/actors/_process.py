@@ -61,19 +61,28 @@ class ActorProcess:
         logger: logging.Logger,
         cwd: str | None = None,
         returncode_map: Callable[[int], int] | None = None,
+        cgroup: Any = None,
     ) -> None:
         self.logger = logger
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        self.proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            pass_fds=tuple(pass_fds),
-            cwd=cwd,
-            start_new_session=True,  # a Ctrl-C in the host's terminal is the host's
-        )
+        # The actor's own cgroup (a sandbox ActorCgroup) or None: killing it
+        # ends every process the actor started, whatever they did since.
+        self.cgroup = cgroup
+        try:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                pass_fds=tuple(pass_fds),
+                cwd=cwd,
+                start_new_session=True,  # a Ctrl-C in the host's terminal is the host's
+            )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.close()
+            raise
         self.pid = self.proc.pid
         # The actor's own pid when it differs (sandboxed: bwrap is our child).
         self.actor_pid: int | None = None
@@ -95,6 +104,8 @@ class ActorProcess:
         """
         if self.returncode is not None:
             return
+        if self.cgroup is not None:
+            self.cgroup.kill()  # the whole tree at once; the signals below are then moot
         targets = [self.actor_pid] if self.actor_pid else _children(self.pid) or [self.pid]
         for pid in targets:
             try:
@@ -129,6 +140,10 @@ class ActorProcess:
                 self.returncode = self.proc.wait()
             if pidfd is not None:
                 os.close(pidfd)
+            if self.cgroup is not None:
+                # Reaped: whatever the actor left (daemonised children) dies now.
+                self.cgroup.kill()
+                self.cgroup.close()
             self._close_stdin()
             self.exited.set()
 

@@ -335,6 +335,7 @@ class Runtime(Router):
                     rw_binds=[],
                     socket_paths=[self.socket_path],
                     pass_fds=[child_end.fileno()],
+                    cgroup=True,
                 )
             except BaseException:
                 record.state = "dead"
@@ -351,6 +352,7 @@ class Runtime(Router):
                     logger=logging.getLogger(f"pyisolate.actor.{name}"),
                     cwd=opts.cwd,
                     returncode_map=plan.actor_returncode,
+                    cgroup=plan.cgroup,
                 )
             except OSError as exc:
                 record.state = "dead"

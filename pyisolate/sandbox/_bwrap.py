@@ -19,20 +19,35 @@ Two shapes, chosen by who runs the host:
 
 Resource limits are applied in the same pre-exec step (``prlimit``), inside the
 sandbox, so the process limit counts the sandbox's processes, not the host's.
+RLIMIT_NPROC counts the tasks of a real uid, so it is set only where that uid
+is the actor's alone (see :func:`nproc_is_actors`). The private /tmp and
+/dev/shm get ``--size`` caps (bwrap 0.6+; older ones get the kernel default).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from glob import glob
 
+import attrs
+
 from ..errors import SandboxError
 from ._policy import ResourceLimits, SandboxPolicy
 
-__all__ = ["SYSTEM_RO_DIRS", "bwrap_args", "interpreter_paths", "passwd_data", "prelude"]
+__all__ = [
+    "SYSTEM_RO_DIRS",
+    "bwrap_args",
+    "interpreter_paths",
+    "nproc_is_actors",
+    "passwd_data",
+    "prelude",
+    "supports_tmpfs_size",
+]
 
 # Host paths every interpreter needs. /usr holds libc and the dynamic loader;
 # the merged-/usr top-level links are recreated as links.
@@ -102,13 +117,42 @@ def _helper(name: str) -> str | None:
     return os.path.realpath(found) if found else None
 
 
-def prelude(policy: SandboxPolicy, *, as_root: bool, use_helpers: bool = True) -> list[str]:
+def nproc_is_actors(policy: SandboxPolicy, *, as_root: bool, user_namespace: bool) -> bool:
+    """Whether RLIMIT_NPROC would count this actor's tasks alone.
+
+    It counts the tasks of the real uid: in a user namespace (Linux 5.14+)
+    those of the namespace, and on a root host those of the actor's own uid;
+    but not the shared default uid (nobody, which forks of a shared template
+    and other programs run as) nor, in the degraded sandbox, the host's uid.
+    """
+    return user_namespace or (as_root and policy.uid != SandboxPolicy().uid)
+
+
+@functools.lru_cache(maxsize=8)
+def supports_tmpfs_size(bwrap: str) -> bool:
+    """Whether this bwrap knows ``--size`` (0.6 and later). A path that cannot
+    be run (tests name one that need not exist) is assumed to."""
+    try:
+        out = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return "--size" in out.stdout + out.stderr
+
+
+def prelude(
+    policy: SandboxPolicy, *, as_root: bool, use_helpers: bool = True, nproc: bool = True
+) -> list[str]:
     """The command prefix run inside the sandbox before the actor's argv.
 
     Empty when nothing is to be done (non-root host, no limits): the fast path.
     ``use_helpers=False`` forces the Python fallback (tests cover both).
+    ``nproc=False`` leaves RLIMIT_NPROC unset (see :func:`nproc_is_actors`).
     """
     limits: ResourceLimits = policy.limits
+    if not nproc:
+        limits = attrs.evolve(limits, processes=None)
     prlimit, setpriv = _helper("prlimit"), _helper("setpriv")
     if use_helpers and prlimit and setpriv:
         cmd: list[str] = []
@@ -266,8 +310,9 @@ def bwrap_args(
     m.args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
     m.args += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
     m.args += ["--dev", "/dev"]
-    for dest, size in (("/tmp", policy.tmp_size), ("/dev/shm", policy.shm_size)):
-        if size is not None:
+    sized = supports_tmpfs_size(bwrap)
+    for dest, size in zip(("/tmp", "/dev/shm"), policy.tmpfs_sizes(), strict=True):
+        if sized:
             m.args += ["--size", str(size)]
         m.args += ["--perms", "1777", "--tmpfs", dest]
     for path in ("/proc", "/dev", "/tmp", "/dev/shm"):

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import subprocess
 
-from ._bwrap import gpu_devices
+from ._bwrap import gpu_devices, supports_tmpfs_size
+from ._cgroup import RUNTIME_MEMORY_FRACTION, RUNTIME_TASK_FRACTION, CgroupSupport, cgroup_support
 from ._detect import Detection, detect
+from ._host import physical_memory, task_ceiling
+from ._policy import (
+    DEFAULT_MEMORY_FRACTION,
+    DEFAULT_TMPFS_FRACTION,
+    EXPECTED_ACTORS,
+    SandboxPolicy,
+)
 
 __all__ = ["capabilities"]
 
@@ -27,6 +35,74 @@ def _bwrap_version(bwrap: str) -> str:
     return f"{bwrap} ({out.stdout.strip() or 'unknown version'})"
 
 
+def _gib(size: float) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
+
+
+def ceiling_rows(det: Detection, support: CgroupSupport | None = None) -> list[tuple[str, str]]:
+    """What bounds an actor's memory and tasks here, and the defaults."""
+    support = support or cgroup_support()
+    policy = SandboxPolicy()
+    limits = policy.limits
+    memory_by = (
+        "enforced: cgroup memory.max, /tmp and /dev/shm included"
+        if "memory" in support.controllers
+        else "NOT enforced: no cgroup memory controller; only the tmpfs caps below hold"
+    )
+    tmp, _shm = policy.tmpfs_sizes()
+    if det.level == "none":
+        tmpfs = "none (no sandbox: actors use the host's /tmp)"
+    elif det.bwrap and not supports_tmpfs_size(det.bwrap):
+        tmpfs = "kernel default, half of RAM each (bwrap too old for --size; 0.6+ needed)"
+    else:
+        tmpfs = (
+            f"/tmp and /dev/shm {_gib(tmp)} each ({DEFAULT_TMPFS_FRACTION:g} of the memory ceiling)"
+        )
+    pids_by = []
+    if "pids" in support.controllers:
+        pids_by.append("cgroup pids.max")
+    if det.level != "none":
+        pids_by.append(
+            "RLIMIT_NPROC (per actor uid as root, per user namespace otherwise; "
+            "not in the degraded sandbox)"
+        )
+    rows = [
+        ("resource ceilings", support.describe()),
+        (
+            "default memory ceiling per actor",
+            f"{_gib(limits.memory or 0)} ({DEFAULT_MEMORY_FRACTION:g} of RAM; {memory_by})",
+        ),
+        ("default tmpfs caps per actor", tmpfs),
+        (
+            "default task ceiling per actor",
+            f"{limits.processes} processes+threads (task ceiling {task_ceiling()} / "
+            f"{EXPECTED_ACTORS} expected actors; "
+            f"{' and '.join(pids_by) or 'NOT enforced: no cgroup, no sandbox'})",
+        ),
+    ]
+    if support.available:
+        together = []
+        if "memory" in support.controllers:
+            together.append(f"{_gib(physical_memory() * RUNTIME_MEMORY_FRACTION)} of memory")
+        if "pids" in support.controllers:
+            together.append(f"{int(task_ceiling() * RUNTIME_TASK_FRACTION)} tasks")
+        rows.append(
+            (
+                "all actors of one host process",
+                (" and ".join(together) or "no shared ceiling (controllers missing)")
+                + "; every process an actor started is killed with it (cgroup.kill)",
+            )
+        )
+    else:
+        rows.append(
+            (
+                "all actors of one host process",
+                "no shared ceiling; an unsandboxed actor's daemonised children can outlive it",
+            )
+        )
+    return rows
+
+
 def capabilities(detection: Detection | None = None) -> list[tuple[str, str]]:
     """(label, value) rows describing sandbox support; remediation when not full."""
     det = detection or detect()
@@ -43,6 +119,7 @@ def capabilities(detection: Detection | None = None) -> list[tuple[str, str]]:
             else "the host uid in a user namespace"
         )
         rows.append(("sandboxed actors run as", who))
+    rows.extend(ceiling_rows(det))
     devices = gpu_devices()
     rows.append(("GPU devices for passthrough", ", ".join(devices) if devices else "none"))
     if det.detail:

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping
 
 from ..errors import SandboxUnavailableError
+from ._cgroup import ActorCgroup, new_actor_cgroup
 from ._detect import Detection, detect
 from ._plan import LaunchPlan, sandboxed_plan, unsandboxed_plan
 from ._policy import SandboxMode, SandboxPolicy
@@ -50,6 +51,7 @@ def build_launch(
     pass_fds: list[int],
     cuda_transport: bool = False,
     detection: Detection | None = None,
+    cgroup: bool = False,
 ) -> LaunchPlan:
     """Plan the start of one actor process.
 
@@ -61,20 +63,66 @@ def build_launch(
     files to reach, bound at the same path (make them 0666 when the host is
     root: the actor runs as ``policy.uid``). ``pass_fds``: fds the actor
     inherits. ``detection`` overrides the cached probe (tests).
+    ``cgroup``: give the process a cgroup of its own where the host can
+    (``policy.limits`` become its memory.max, pids.max and cpu.max), joined
+    before anything else runs. The caller then owns ``plan.cgroup``: ``kill()``
+    ends the actor and every process it left, ``close()`` (once the process is
+    reaped) removes it. The runtime asks for one for every actor it starts.
 
     Raises :class:`~pyisolate.errors.SandboxUnavailableError` for REQUIRED
     where full isolation is impossible. The caller must ``plan.close()`` (or
     use ``plan.popen``) once the child has started; a plan launches once.
     """
+    group = new_actor_cgroup(policy.limits) if cgroup else None
+    try:
+        return _plan(
+            policy,
+            mode,
+            argv,
+            env=env,
+            ro_binds=ro_binds,
+            rw_binds=rw_binds,
+            socket_paths=socket_paths,
+            pass_fds=pass_fds,
+            cuda_transport=cuda_transport,
+            detection=detection,
+            cgroup=group,
+        )
+    except BaseException:
+        if group is not None:
+            group.close()
+        raise
+
+
+def _plan(
+    policy: SandboxPolicy,
+    mode: SandboxMode,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    ro_binds: list[str],
+    rw_binds: list[str],
+    socket_paths: list[str],
+    pass_fds: list[int],
+    cuda_transport: bool,
+    detection: Detection | None,
+    cgroup: ActorCgroup | None,
+) -> LaunchPlan:
     if mode is SandboxMode.DISABLED:
-        return unsandboxed_plan(argv, env=env, pass_fds=pass_fds, reason="SandboxMode.DISABLED")
+        return unsandboxed_plan(
+            argv, env=env, pass_fds=pass_fds, reason="SandboxMode.DISABLED", cgroup=cgroup
+        )
     if not sys.platform.startswith("linux") and detection is None:
         if mode is SandboxMode.REQUIRED:
             raise SandboxUnavailableError(
                 f"SandboxMode.REQUIRED: no sandbox on {sys.platform} (Linux namespaces needed)"
             )
         return unsandboxed_plan(
-            argv, env=env, pass_fds=pass_fds, reason=f"no namespace support on {sys.platform}"
+            argv,
+            env=env,
+            pass_fds=pass_fds,
+            reason=f"no namespace support on {sys.platform}",
+            cgroup=cgroup,
         )
     det = detection or detect()
     if det.level != "full" and mode is SandboxMode.REQUIRED:
@@ -83,16 +131,18 @@ def build_launch(
         )
     if det.level == "none" or det.bwrap is None:
         warnings.warn(
-            SandboxWarning("Actors run WITHOUT a sandbox.\n" + _fix_text(det)), stacklevel=2
+            SandboxWarning("Actors run WITHOUT a sandbox.\n" + _fix_text(det)), stacklevel=3
         )
-        return unsandboxed_plan(argv, env=env, pass_fds=pass_fds, reason=det.model.summary)
+        return unsandboxed_plan(
+            argv, env=env, pass_fds=pass_fds, reason=det.model.summary, cgroup=cgroup
+        )
     if det.level == "degraded":
         warnings.warn(
             SandboxWarning(
                 "Running in degraded sandbox mode (filesystem isolation, no user namespace).\n"
                 + _fix_text(det)
             ),
-            stacklevel=2,
+            stacklevel=3,
         )
     return sandboxed_plan(
         policy,
@@ -106,4 +156,5 @@ def build_launch(
         socket_paths=socket_paths,
         pass_fds=pass_fds,
         gpu=wants_gpu(policy, env, cuda_transport=cuda_transport),
+        cgroup=cgroup,
     )

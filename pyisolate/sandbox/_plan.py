@@ -5,6 +5,11 @@ the synthesised /etc/passwd from memfds the plan owns, which advances their
 shared file offset, so a second launch from the same plan would find them
 empty. Build a new plan for every (re)start (it costs microseconds) and call
 :meth:`LaunchPlan.close` once the child has started (``popen`` does it).
+
+A plan may carry the actor's cgroup (``plan.cgroup``, see ``_cgroup``): its
+argv then joins it before anything else runs, and whoever starts the process
+owns it: ``cgroup.kill()`` to end the actor and all it left, ``cgroup.close()``
+once the process is reaped.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any, Literal
 
 import attrs
 
-from ._bwrap import bwrap_args, interpreter_paths, passwd_data, prelude
+from ._bwrap import bwrap_args, interpreter_paths, nproc_is_actors, passwd_data, prelude
+from ._cgroup import ActorCgroup
 from ._policy import GPU_ENV_ALLOW, SandboxPolicy
 from ._seccomp import build_filter
 
@@ -37,6 +43,9 @@ class LaunchPlan:
     ``pass_fds`` contains the caller's fds plus the plan's own memfds (seccomp
     program, passwd, group); the plan owns and closes the latter in
     :meth:`close`, the caller keeps owning its own.
+    ``cgroup``: the actor's own cgroup (None where the host cannot make one
+    or none was asked for); ``close`` leaves it alone: the process's owner
+    calls ``cgroup.kill()`` and, once it is reaped, ``cgroup.close()``.
     """
 
     argv: tuple[str, ...]
@@ -45,6 +54,7 @@ class LaunchPlan:
     isolation: Isolation
     description: str
     owned_fds: list[int] = attrs.field(factory=list, repr=False)
+    cgroup: ActorCgroup | None = None
 
     def close(self) -> None:
         """Close the plan's own fds (idempotent). Call after the child started."""
@@ -66,12 +76,16 @@ class LaunchPlan:
         """Start the process with ``subprocess.Popen`` and close the plan's fds.
 
         ``kwargs`` go to Popen (stdin/stdout/stderr...); ``args``, ``env`` and
-        ``pass_fds`` come from the plan.
+        ``pass_fds`` come from the plan. The caller owns ``plan.cgroup``.
         """
         try:
             return subprocess.Popen(
                 self.argv, env=self.env, pass_fds=self.pass_fds, close_fds=True, **kwargs
             )
+        except BaseException:
+            if self.cgroup is not None:
+                self.cgroup.close()
+            raise
         finally:
             self.close()
 
@@ -122,9 +136,11 @@ def sandboxed_plan(
     pass_fds: Iterable[int],
     gpu: bool,
     use_helpers: bool = True,
+    cgroup: ActorCgroup | None = None,
 ) -> LaunchPlan:
     """A plan running ``argv`` under bwrap. "full" adds a user namespace unless
-    the host is root (root drops to ``policy.uid`` instead, see ``_bwrap``)."""
+    the host is root (root drops to ``policy.uid`` instead, see ``_bwrap``).
+    With ``cgroup``, the launch joins it before bwrap starts."""
     if not argv:
         raise ValueError("argv must not be empty")
     binds = [*interpreter_paths(argv[0]), *ro_binds]
@@ -134,11 +150,12 @@ def sandboxed_plan(
         owned.append(_memfd("pyisolate-seccomp", build_filter()))
         owned.append(_memfd("pyisolate-passwd", passwd))
         owned.append(_memfd("pyisolate-group", group))
+        user_namespace = isolation == "full" and not as_root
         args = bwrap_args(
             policy,
             bwrap=bwrap,
             as_root=as_root,
-            user_namespace=isolation == "full" and not as_root,
+            user_namespace=user_namespace,
             ro_binds=binds,
             rw_binds=rw_binds,
             socket_paths=socket_paths,
@@ -147,8 +164,11 @@ def sandboxed_plan(
             passwd_fd=owned[1],
             group_fd=owned[2],
         )
-        args += prelude(policy, as_root=as_root, use_helpers=use_helpers)
+        nproc = nproc_is_actors(policy, as_root=as_root, user_namespace=user_namespace)
+        args += prelude(policy, as_root=as_root, use_helpers=use_helpers, nproc=nproc)
         args += list(argv)
+        if cgroup is not None:
+            args = cgroup.join_argv(args)
     except BaseException:
         for fd in owned:
             os.close(fd)
@@ -157,9 +177,11 @@ def sandboxed_plan(
     if isolation == "degraded":
         who = "the host uid, no user namespace (degraded)"
     net = "host network" if policy.network else "no network"
+    tmp, shm = policy.tmpfs_sizes()
     description = (
-        f"bubblewrap sandbox ({isolation}): runs as {who}, {net}, "
-        f"seccomp filter, private /tmp and /dev/shm{', GPU devices' if gpu else ''}"
+        f"bubblewrap sandbox ({isolation}): runs as {who}, {net}, seccomp filter, "
+        f"private /tmp ({_mib(tmp)}) and /dev/shm ({_mib(shm)})"
+        f"{', GPU devices' if gpu else ''}{_cgroup_text(cgroup)}"
     )
     return LaunchPlan(
         argv=tuple(args),
@@ -168,18 +190,35 @@ def sandboxed_plan(
         isolation=isolation,
         description=description,
         owned_fds=owned,
+        cgroup=cgroup,
     )
 
 
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB"
+
+
+def _cgroup_text(cgroup: ActorCgroup | None) -> str:
+    return f", cgroup {cgroup.path}" if cgroup is not None else ""
+
+
 def unsandboxed_plan(
-    argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Iterable[int], reason: str
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    pass_fds: Iterable[int],
+    reason: str,
+    cgroup: ActorCgroup | None = None,
 ) -> LaunchPlan:
     """A plain child process: the host's environment plus ``env``, like the
-    seed's macOS behaviour (the actor runs with the host's rights)."""
+    seed's macOS behaviour (the actor runs with the host's rights). With
+    ``cgroup`` it joins that first: its ceilings apply, and killing it ends
+    every process the actor started, daemonised or not."""
     return LaunchPlan(
-        argv=tuple(argv),
+        argv=tuple(cgroup.join_argv(argv) if cgroup is not None else argv),
         env={**os.environ, **env},
         pass_fds=tuple(pass_fds),
         isolation="none",
-        description=f"no sandbox: {reason}",
+        description=f"no sandbox: {reason}{_cgroup_text(cgroup)}",
+        cgroup=cgroup,
     )
