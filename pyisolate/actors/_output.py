@@ -291,8 +291,11 @@ class ActorOutput:
                 # chunk per token interval while over the rate, so the
                 # flooder's pipe fills and its own writes block.
                 if self.limit.limited() and not (exited and exited.is_set()):
-                    with anyio.move_on_after(self.limit.wait_time()):
-                        await (exited.wait() if exited else anyio.sleep_forever())
+                    if exited is None:
+                        await anyio.sleep(self.limit.wait_time())
+                    else:
+                        with anyio.move_on_after(self.limit.wait_time()):
+                            await exited.wait()
                     turn = 0
                 elif turn >= CHUNK:
                     await anyio.lowlevel.checkpoint()
