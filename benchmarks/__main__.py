@@ -1,4 +1,4 @@
-"""``python -m benchmarks [core|tensors|sandbox|supervision ...]``: run the benchmarks.
+"""``python -m benchmarks [core|tensors|sandbox|supervision|flood ...]``: run the benchmarks.
 
 Each benchmark prints its own table of ratios against baselines measured in
 the same run. With no names, all of them run (a few minutes on 2 cores).
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "tensors": "benchmarks.bench_tensors",
     "sandbox": "benchmarks.bench_sandbox",
     "supervision": "benchmarks.bench_supervision",
+    "flood": "benchmarks.bench_flood",
 }
 
 

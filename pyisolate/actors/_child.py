@@ -15,7 +15,6 @@ Started by the host as ``python -c "from pyisolate.actors._child import main; ma
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import signal
@@ -169,12 +168,18 @@ def _die_with_host() -> None:
 
 
 class _ForwardingHandler(logging.Handler):
-    """Writes records to stderr in a form the host turns back into records."""
+    """Writes records to stderr in a form the host turns back into records.
+
+    Each fits in the host's line-length cap (a long message keeps its head and
+    its tail), so the host never cuts one into a plain line.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
+        from ._output import encode_record  # here: _output imports this module
+
         try:
-            line = json.dumps([record.levelno, record.name, self.format(record)])
-            sys.stderr.write(f"{LOG_PREFIX}{line}\n")
+            line = encode_record(record.levelno, record.name, self.format(record))
+            sys.stderr.write(f"{line}\n")
             sys.stderr.flush()
         except Exception:
             self.handleError(record)

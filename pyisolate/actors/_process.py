@@ -4,13 +4,13 @@ The exit is noticed at once, without polling: on Linux through a pidfd (a file
 descriptor that becomes readable when the process ends) that the event loop
 waits on; elsewhere a thread waits. The child's stdout and stderr are read
 line by line and re-emitted through the host's ``logging``, tagged with the
-actor's name; records the child logged arrive as records, at their level.
+actor's name; records the child logged arrive as records, at their level
+(bounded against floods and forgeries by :mod:`._output`).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import signal
@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from ._bootstrap import write_bootstrap
-from ._child import LOG_PREFIX
+from ._output import ActorOutput
 
 __all__ = ["ActorProcess", "describe_exit"]
 
@@ -153,44 +153,30 @@ class ActorProcess:
         except OSError:
             pass
 
+    # Created by the first pump_output: ForkedProcess has its own __init__.
+    _output: ActorOutput | None = None
+
     async def pump_output(self, stream_name: str) -> None:
-        """Forward one of the child's output pipes to logging; run as a task."""
+        """Forward one of the child's output pipes to logging; run as a task.
+
+        Bounded whatever the child writes (line length, lines per second,
+        bytes per loop turn, forged records): see :mod:`._output`.
+        """
         pipe = self.proc.stdout if stream_name == "stdout" else self.proc.stderr
         assert pipe is not None
-        fd = pipe.fileno()
-        os.set_blocking(fd, False)
-        level = logging.INFO if stream_name == "stdout" else logging.WARNING
-        buffer = b""
+        if self._output is None:  # one per actor: its two pipes share a rate limit
+            self._output = ActorOutput(self.logger, self.stderr_tail)
+        os.set_blocking(pipe.fileno(), False)
         try:
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    await anyio.wait_readable(fd)
-                    continue
-                if not chunk:
-                    break
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self._emit(line.decode(errors="replace"), level, stream_name)
-            if buffer:
-                self._emit(buffer.decode(errors="replace"), level, stream_name)
+            await self._output.pump(pipe.fileno(), stream_name, self.exited)
         finally:
             pipe.close()
 
-    def _emit(self, line: str, level: int, stream_name: str) -> None:
-        if line.startswith(LOG_PREFIX):
-            try:
-                levelno, name, message = json.loads(line[len(LOG_PREFIX) :])
-                self.logger.log(int(levelno), "[%s] %s", name, message)
-                self.stderr_tail.append(str(message))
-                return
-            except (ValueError, TypeError):
-                pass
-        if stream_name == "stderr":
-            self.stderr_tail.append(line)
-        self.logger.log(level, "%s", line)
+    async def output_drained(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout`` s) until the output pumps have read to end
+        of file: after an exit, :attr:`stderr_tail` then holds the last words."""
+        if self._output is not None:
+            await self._output.drained(timeout)
 
 
 def python_command(python: str | None, pkg_root: str | None = None) -> list[str]:
