@@ -400,6 +400,8 @@ class Runtime(Router):
     async def _watch(self, record: _Record) -> None:
         assert record.process is not None
         await record.process.watch()
+        if record.state == "starting":  # its start error quotes its last words
+            await record.process.output_drained(timeout=1.0)
         if record.state == "starting" and not record.ready.is_set():
             # Its last words (START_FAILED with the traceback) may still be on
             # their way through ZeroMQ: they say more than the exit status.

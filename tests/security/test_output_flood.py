@@ -275,11 +275,6 @@ async def test_start_error_shows_last_stderr_lines(rt: pyisolate.Runtime) -> Non
         await rt.spawn(DiesLoudly, 5)
 
 
-@pytest.mark.xfail(
-    reason="races until Runtime._watch awaits process.output_drained() before _on_exit "
-    "while the actor is starting (the pump of a flooding actor lags its exit)",
-    strict=False,
-)
 async def test_start_error_shows_last_words_after_a_flood(rt: pyisolate.Runtime) -> None:
     """The tail keeps the last lines even when the rate limit dropped them."""
     with pytest.raises(ActorStartError, match="fatal: the last words") as info:
