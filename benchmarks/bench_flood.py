@@ -6,7 +6,9 @@ Measures, in one run, how late a 5 ms sleep of the host's event loop wakes up
 * an actor sits idle (the baseline: what this machine's loop does anyway);
 * an actor floods stderr with lines for ``--seconds`` (default 2), while a
   neighbour actor answers small calls (their round trip is printed too);
-* an actor writes ``--mib`` (default 64) MiB to stdout without a newline.
+* an actor writes ``--mib`` (default 64) MiB to stdout without a newline;
+* an actor floods the host's socket with envelopes (1 KiB stream items for a
+  stream nobody opened, 256 to a BATCH frame) for ``--seconds``.
 
 The host logs each actor's output through ``logging`` (here into a handler
 that formats every record and writes it to /dev/null, so the cost of a real
@@ -33,7 +35,8 @@ import pyisolate
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from security.output_actors import Noisy  # noqa: E402  (needs the path above)
+from security.channel_actors import Attacker  # noqa: E402  (needs the path above)
+from security.output_actors import Noisy  # noqa: E402
 
 
 class _Counting(logging.StreamHandler):  # type: ignore[type-arg]
@@ -136,8 +139,21 @@ async def run(args: argparse.Namespace) -> None:
 
         gaps, took = await _stalls(None, no_newline)
         _row(f"{args.mib} MiB without a newline", gaps, f"took {took:.2f} s")
+
+        attacker = await rt.spawn(Attacker, name="attacker")
+
+        async def envelope_flood() -> int:
+            return int(await attacker.flood(args.seconds, 1024, 1_000_000, timeout=120))
+
+        gaps, sent = await _stalls(None, envelope_flood)
+        _row(
+            f"envelope flood, {args.seconds:g} s",
+            gaps,
+            f"{sent / args.seconds:,.0f} envelopes/s sent",
+        )
         await idle.stop()
         await flooder.stop()
+        await attacker.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -109,8 +109,8 @@ _ZERO_COPY_FROM = 65536
 MAX_BATCH_ENTRIES = 256
 MAX_BATCH_BYTES = 1 << 20
 #: Envelopes handled per loop turn before the pump lets other work run. A
-#: small call costs the host about 10 µs to route, so a turn stays near 5 ms.
-RECEIVE_BUDGET = 512
+#: small call costs the host about 10 µs to route, so a turn stays near 3 ms.
+RECEIVE_BUDGET = 256
 #: Messages the host buffers from one actor before ZeroMQ stops reading its
 #: connection (the actor's own sends then wait, in its own memory).
 HOST_RCVHWM = 64
