@@ -409,12 +409,17 @@ class Codec:
         return value
 
     def _swap_items(self, value: Any, cls: type, threshold: int) -> Any:
+        # A run of scalars (a long list of floats) is skipped at C speed.
+        if type(value) is cls and _SCALARS.issuperset(map(type, value)):
+            return value
         items = [self._swap_large_bytes(item, threshold) for item in value]
-        if all(a is b for a, b in zip(items, value, strict=True)) and type(value) is cls:
+        if type(value) is cls and all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return cls(items)
 
     def _swap_dict(self, value: Any, threshold: int) -> Any:
+        if type(value) is dict and _SCALARS.issuperset(map(type, value.values())):
+            return value
         items = {k: self._swap_large_bytes(v, threshold) for k, v in value.items()}
         if type(value) is dict and all(items[k] is v for k, v in value.items()):
             return value

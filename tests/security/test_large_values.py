@@ -127,29 +127,28 @@ def test_a_message_packed_again_exports_its_tensors_once() -> None:
 
 
 def test_the_small_call_path_is_not_slower() -> None:
-    """The large-bytes check adds one length comparison to a small message:
-    compared against the same pack without it (min of several runs, so a
-    busy machine cannot fail it, a loose bound so it cannot flake)."""
+    """The large-bytes check adds a length comparison to a small message, not
+    a walk over it: measured against the bare pack of the same message,
+    interleaved, best of many short runs (a busy machine slows both), with a
+    bound loose enough not to flake and tight enough to catch a walk."""
     import timeit
 
     import msgpack
 
     codec = _codec()
     session = T.TransportSession(send_control=lambda peer, body: None)
-    body = ["method", [1, 2.5, "three", b"four" * 10], {"k": None}]
+    body = ["method", [1, 2.5, "three", b"four" * 10, [0] * 30], {"k": None, "j": [1, 2]}]
     packer = msgpack.Packer(default=codec._default, strict_types=True, use_bin_type=True)
+    best = {"ours": float("inf"), "bare": float("inf")}
+    runs = {
+        "ours": lambda: codec.encode(body, EncodeContext(1, session)),
+        "bare": lambda: (EncodeContext(1, session), packer.pack(body)),
+    }
     try:
-        ours = min(
-            timeit.repeat(
-                lambda: codec.encode(body, EncodeContext(1, session)), number=20_000, repeat=5
-            )
-        )
-        bare = min(
-            timeit.repeat(
-                lambda: (EncodeContext(1, session), packer.pack(body)), number=20_000, repeat=5
-            )
-        )
+        for _ in range(60):
+            for name, run in runs.items():
+                best[name] = min(best[name], timeit.timeit(run, number=300) / 300)
     finally:
         session.close()
-    print(f"small encode: {ours / 20_000 * 1e9:.0f} ns, bare pack {bare / 20_000 * 1e9:.0f} ns")
-    assert ours < bare * 2 + 0.02  # generous: the method call and try blocks cost a little
+    print(f"small encode: {best['ours'] * 1e9:.0f} ns, bare pack {best['bare'] * 1e9:.0f} ns")
+    assert best["ours"] < best["bare"] * 1.5 + 150e-9
