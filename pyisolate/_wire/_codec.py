@@ -335,7 +335,10 @@ class Codec:
                 and self.registry.lookup(LargeBytes) is not None
             ):
                 # bytes over 4 GiB, a non-contiguous memoryview: out of band they can go
-                swapped = self._swap_large_bytes(value, _threshold(ctx.session))
+                try:
+                    swapped = self._swap_large_bytes(value, _threshold(ctx.session))
+                except ValueError:  # a released memoryview: report the first error
+                    swapped = value
                 if swapped is not value:
                     return self._replay(swapped)
             if isinstance(exc, BufferError):  # msgpack packs only C-contiguous views
@@ -409,11 +412,12 @@ class Codec:
         return value
 
     def _swap_items(self, value: Any, cls: type, threshold: int) -> Any:
+        native = type(value) is cls  # else a subclass: sent as ``cls``
         # A run of scalars (a long list of floats) is skipped at C speed.
-        if type(value) is cls and _SCALARS.issuperset(map(type, value)):
+        if native and _SCALARS.issuperset(map(type, value)):
             return value
         items = [self._swap_large_bytes(item, threshold) for item in value]
-        if type(value) is cls and all(a is b for a, b in zip(items, value, strict=True)):
+        if native and all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return cls(items)
 
