@@ -182,8 +182,9 @@ def _warm_up() -> None:
             await ref.inc(1)
             await ref.value()
             # A large message is sent zero-copy: pyzmq then starts its garbage
-            # collector thread (its own zmq context) for good.
-            await ref.echo(b"x" * 100_000)
+            # collector thread (its own zmq context) for good. (A str: large
+            # bytes would go out of band, leaving the envelope small.)
+            await ref.echo("x" * 100_000)
             _ = [x async for x in ref.count(2)]
             await ref.stop()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._wire import Codec, DecodeContext, EncodeContext, default_registry
 from ..errors import ProtocolError, TransportError
+from ..transport._base import DEFAULT_INLINE_THRESHOLD
 from ..transport._fdpass import close_unused_fds, recv_fds, send_fds
 
 __all__ = [
@@ -28,14 +29,17 @@ __all__ = [
     "receive_fds",
 ]
 
-# Tensors, arrays and OutOfBand buffers travel through every codec. They are
-# registered by name with stubs that import the transport on first use, so an
-# actor that never moves a tensor never imports it (nor torch, nor numpy).
+# Tensors, arrays, OutOfBand buffers, large bytes and numpy scalars travel
+# through every codec. They are registered by name with stubs that import the
+# transport on first use, so an actor that never moves a tensor never imports
+# it (nor torch, nor numpy).
 _EXTENSIONS = {
     # qualified type name: (code, encoder name, decoder name) in transport._tensors
     "torch.Tensor": (8, "_encode_tensor", "_decode_tensor"),
     "numpy.ndarray": (9, "_encode_ndarray", "_decode_ndarray"),
     "pyisolate.transport._tensors.OutOfBand": (10, "_encode_oob", "_decode_oob"),
+    "pyisolate._wire._codec.LargeBytes": (11, "_encode_large_bytes", "_decode_large_bytes"),
+    "numpy.generic": (12, "_encode_np_scalar", "_decode_np_scalar"),
 }
 
 
@@ -67,6 +71,14 @@ class LazySession:
     @property
     def started(self) -> bool:
         return self._real is not None
+
+    @property
+    def inline_threshold(self) -> int:
+        """Asked by the codec of every large message: answered without
+        starting the session (the factory makes one with the default)."""
+        if self._real is None:
+            return DEFAULT_INLINE_THRESHOLD
+        return int(self._real.inline_threshold)
 
     def get(self) -> Any:
         if self._real is None:

@@ -20,7 +20,21 @@ from typing import Any, ClassVar, Protocol
 
 import attrs
 
-__all__ = ["ControlSink", "Exported", "Imported", "Region", "SharedSegment", "Transport"]
+__all__ = [
+    "DEFAULT_INLINE_THRESHOLD",
+    "ControlSink",
+    "Exported",
+    "Imported",
+    "Region",
+    "SharedSegment",
+    "Transport",
+]
+
+#: Below this many bytes a tensor (or a bytes value) goes inside the envelope:
+#: measured on a 2-core box (benchmarks/bench_tensors.py), a memfd round trip
+#: costs about as much as copying ~64 KiB twice. Here, not in ``._session``,
+#: so that the runtime can read it without importing the transports.
+DEFAULT_INLINE_THRESHOLD = 64 * 1024
 
 
 @attrs.frozen

@@ -15,6 +15,15 @@ whose private /dev/shm hides torch's named reference-count files):
   in arbitrary threads, so they never send themselves).
 * ``peer_died(peer)`` drops everything held for, or opened from, that peer.
 
+Trust: unlike shm, CUDA IPC cannot keep a hostile consumer from memory it
+was not sent, which is why it is off by default. What this module controls
+is per peer (``held`` and ``opened`` are keyed by peer: one peer's release or
+handle never touches another's). What it cannot control is the driver: a
+consumer maps the producer's whole allocation block (torch's caching
+allocator packs several tensors into one), and after a release the allocator
+may reuse the memory for anything, while a consumer that lied about
+releasing still maps it. Enable CUDA IPC only when every actor is trusted.
+
 The torch calls are behind :class:`CudaIpcBackend` so that the protocol is
 tested on machines without a GPU (``pyisolate.transport.testing``).
 """

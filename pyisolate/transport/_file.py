@@ -3,6 +3,8 @@
 The bytes are copied into a file in a private directory that is unlinked (or
 never named: O_TMPFILE) before anyone else could see it, and the open fd is
 handed over exactly like an shm segment. One copy; same lifetime guarantees.
+Never pooled: every export is a fresh file, so no peer is ever handed memory
+another peer maps.
 """
 
 from __future__ import annotations

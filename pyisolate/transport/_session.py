@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import TransportError
 from . import _detect
-from ._base import Exported, Imported, Region, Transport
+from ._base import DEFAULT_INLINE_THRESHOLD, Exported, Imported, Region, Transport
 from ._cuda_ipc import CudaIpcBackend, CudaIpcTransport, cuda_ipc_enabled
 from ._file import FileTransport
 from ._inline import InlineTransport
@@ -38,10 +38,6 @@ logger = logging.getLogger("pyisolate.transport")
 
 ENV_TRANSPORT = "PYISOLATE_TRANSPORT"
 NAMES = ("inline", "shm", "file", "cuda_ipc")
-#: Below this many bytes a tensor goes inside the envelope: measured on a
-#: 2-core box (benchmarks/bench_tensors.py), a memfd round trip costs about
-#: as much as copying ~64 KiB twice.
-DEFAULT_INLINE_THRESHOLD = 64 * 1024
 
 
 class TransportSession:

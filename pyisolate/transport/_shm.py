@@ -13,7 +13,11 @@ Control messages (``Kind.TRANSPORT`` bodies, receiver to sender):
 
 A received pooled segment that this process forwards to a third peer is
 pinned: it is never released (that peer's mapping would see the sender's next
-copy); its sender reclaims it only on peer death, close, or eviction.
+copy); its sender frees it only on peer death, close, or eviction.
+
+Releases are advice, never trust: a pooled segment is only ever recycled for
+the peer it was lent to (:mod:`._pool`), so a peer that reports a release and
+keeps its mapping sees only later data that was meant for it anyway.
 """
 
 from __future__ import annotations

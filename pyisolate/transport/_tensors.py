@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import msgpack
 
+from .._wire._codec import LargeBytes
 from ..errors import ProtocolError, TransportError
 from . import _segments
 from ._base import Exported, Imported, Region, SharedSegment, Transport
@@ -42,6 +43,8 @@ __all__ = ["CODE_NDARRAY", "CODE_OUT_OF_BAND", "CODE_TENSOR", "OutOfBand", "inst
 CODE_TENSOR = 8
 CODE_NDARRAY = 9
 CODE_OUT_OF_BAND = 10
+CODE_LARGE_BYTES = 11
+CODE_NP_SCALAR = 12
 MAX_FDS_PER_MESSAGE = 253  # SCM_MAX_FD
 _MAX_DIMS = 64
 _FD_TRANSPORTS = ("shm", "file")
@@ -460,9 +463,92 @@ def _decode_oob(payload: bytes, ctx: Any) -> memoryview:
     return memoryview(imported.buffer)[imported.offset : imported.offset + imported.nbytes]
 
 
+# -- large bytes -------------------------------------------------------------------
+#
+# The codec wraps bytes-likes above the inline threshold in LargeBytes (see
+# pyisolate._wire._codec); here they become a transfer like an OutOfBand
+# buffer and are rebuilt as their type: "b" bytes, "ba" bytearray.
+
+
+def _encode_large_bytes(obj: LargeBytes, ctx: Any) -> bytes:
+    data = obj.data
+    kind = "ba" if type(data) is bytearray else "b"
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    view = view.cast("B")
+    transport = _pick(ctx, "cpu", view.nbytes)
+    if transport.name == "inline":  # forced (PYISOLATE_TRANSPORT) or out of fds
+        return _pack({"k": kind, "b": view})
+
+    def write_to(buf: memoryview) -> None:
+        buf[:] = view
+
+    region = Region(view.nbytes, write_to, owner=data)
+    return _pack({"k": kind, "x": _send(ctx, transport, region)})
+
+
+def _decode_large_bytes(payload: bytes, ctx: Any) -> bytes | bytearray:
+    body = _unpack(payload)
+    kind = body.get("k")
+    if kind not in ("b", "ba"):
+        raise ProtocolError("malformed large bytes")
+    if "b" in body:
+        raw = body["b"]
+        if not isinstance(raw, bytes):
+            raise ProtocolError("malformed large bytes")
+        return raw if kind == "b" else bytearray(raw)
+    imported = _receive(ctx, body.get("x"))
+    if imported.buffer is None:
+        raise ProtocolError("large bytes arrived without a buffer")
+    # One copy, out of the mapping: bytes own their memory, and the segment
+    # goes back to its sender as soon as this returns.
+    start, stop = imported.offset, imported.offset + imported.nbytes
+    with memoryview(imported.buffer) as whole, whole[start:stop] as view:
+        return bytes(view) if kind == "b" else bytearray(view)
+
+
+# -- numpy scalars ---------------------------------------------------------------
+
+
+def _encode_np_scalar(value: Any, ctx: Any) -> bytes:
+    """[descr, raw bytes]; numpy strings as ["U", str] / ["S", bytes] (their
+    dtype's size is their length, and "" has none)."""
+    import numpy as np
+
+    if isinstance(value, np.str_):
+        return _pack(["U", str(value)])
+    if isinstance(value, np.bytes_):
+        return _pack(["S", bytes(value)])
+    dtype = value.dtype
+    if dtype.hasobject:
+        raise TypeError(f"cannot send a numpy scalar of dtype {dtype}: it holds Python objects")
+    return _pack([np.lib.format.dtype_to_descr(dtype), value.tobytes()])
+
+
+def _decode_np_scalar(payload: bytes, ctx: Any) -> Any:
+    import numpy as np
+
+    body = msgpack.unpackb(payload, raw=False, max_bin_len=1 << 20, max_str_len=1 << 20)
+    if not (isinstance(body, list) and len(body) == 2):
+        raise ProtocolError("malformed numpy scalar")
+    descr, raw = body
+    if descr == "U" and isinstance(raw, str):
+        return np.str_(raw)
+    if descr == "S" and isinstance(raw, bytes):
+        return np.bytes_(raw)
+    dtype = _numpy_dtype(np, descr)
+    if not isinstance(raw, bytes) or len(raw) != dtype.itemsize or not dtype.itemsize:
+        raise ProtocolError(f"malformed numpy scalar of dtype {dtype}")
+    return np.frombuffer(raw, dtype=dtype, count=1)[0]
+
+
 def install(registry: Any) -> None:
-    """Register the tensor, ndarray and OutOfBand extensions in ``registry``
-    (an ``ExtRegistry``). Imports neither torch nor numpy."""
+    """Register the tensor, ndarray, OutOfBand, large bytes and numpy scalar
+    extensions in ``registry`` (an ``ExtRegistry``). Imports neither torch
+    nor numpy."""
     registry.register("torch.Tensor", CODE_TENSOR, _encode_tensor, _decode_tensor)
     registry.register("numpy.ndarray", CODE_NDARRAY, _encode_ndarray, _decode_ndarray)
     registry.register(OutOfBand, CODE_OUT_OF_BAND, _encode_oob, _decode_oob)
+    registry.register(LargeBytes, CODE_LARGE_BYTES, _encode_large_bytes, _decode_large_bytes)
+    registry.register("numpy.generic", CODE_NP_SCALAR, _encode_np_scalar, _decode_np_scalar)

@@ -86,12 +86,113 @@ def test_no_reuse_while_held(wire: Wire, carry: Any) -> None:
 
 
 def test_peer_death_frees(wire: Wire, carry: Any) -> None:
-    imported, _seg_id = _send(wire, carry, b"x" * 100_000)
+    imported, seg_id = _send(wire, carry, b"x" * 100_000)
     pool = wire.sender.pool
-    assert pool is not None and pool.idle_count() == 0
+    assert pool is not None and pool.idle_count() == 0 and pool.bytes > 0
     wire.sender.peer_died(1)
-    assert pool.idle_count() == 1
-    assert testing.imported_bytes(imported) == b"x" * 100_000
+    # freed, not idle: a mapping may live on in a process the dead peer
+    # forwarded the fd to, so nobody may be handed this segment again
+    assert pool.idle_count() == 0 and pool.bytes == 0 and seg_id not in pool.segments
+    assert testing.imported_bytes(imported) == b"x" * 100_000  # the receiver's copy lives on
+
+
+# -- a segment lent to one peer is never handed to another -------------------------
+
+
+SEG = 64 * 1024  # one minimum bucket
+
+
+def _lend(pool: Any, peer: int, fill: int, n: int = SEG) -> tuple[int, bytes]:
+    exported = pool.export(testing.region_of(bytes([fill]) * n), peer)
+    (fd,) = exported.fds
+    with open(fd, "rb", closefd=False) as f:
+        head = f.read(16)
+    return int(exported.handle["id"]), head
+
+
+def test_released_segment_is_reused_only_for_its_peer() -> None:
+    pool = T.ShmTransport(Wire()).pool
+    assert pool is not None
+    try:
+        a1, _ = _lend(pool, peer=1, fill=1)
+        pool.release(1, [a1])  # A says it dropped it (true or not, we can't tell)
+        b1, _ = _lend(pool, peer=2, fill=2)
+        assert b1 != a1 and pool.created == 2  # B gets a fresh segment, never A's
+        a2, _ = _lend(pool, peer=1, fill=3)
+        assert a2 == a1 and pool.created == 2  # A's own is recycled for A
+    finally:
+        pool.close()
+
+
+def test_release_of_someone_elses_segment_is_ignored() -> None:
+    pool = T.ShmTransport(Wire()).pool
+    assert pool is not None
+    try:
+        a1, _ = _lend(pool, peer=1, fill=1)
+        pool.release(2, [a1, 999, "x"])  # B releases A's segment, an unknown id, junk
+        assert pool.idle_count() == 0
+        a2, _ = _lend(pool, peer=1, fill=2)
+        assert a2 != a1  # A still holds a1: not rewritten
+        pool.release(1, [a1, a1])  # a duplicate release counts once
+        assert pool.idle_count(1) == 1
+    finally:
+        pool.close()
+
+
+def test_lying_receiver_keeps_seeing_only_its_own_data(wire: Wire, carry: Any) -> None:
+    kept, seg_id = _send(wire, carry, b"A" * 100_000)  # lent to peer 1
+    # peer 1 lies: it reports the release but keeps its mapping
+    wire.sender.handle_control(1, {"t": "shm", "op": "release", "ids": [seg_id]})
+    other = wire.sender.export(testing.region_of(b"B" * 100_000), peer=2)
+    assert other.handle["id"] != seg_id
+    assert testing.imported_bytes(kept) == b"A" * 100_000  # B's data never shows
+    del other
+    # positive control: the lie only buys peer 1 its own next tensor
+    again = wire.sender.export(testing.region_of(b"C" * 100_000), peer=1)
+    assert again.handle["id"] == seg_id
+    assert testing.imported_bytes(kept) == b"C" * 100_000
+    del again
+
+
+def test_cap_holds_and_a_hog_loses_its_own_segments_first() -> None:
+    pool = T.ShmTransport(Wire(), pool_bytes=4 * SEG).pool
+    assert pool is not None
+    try:
+        hog = [_lend(pool, peer=1, fill=i)[0] for i in range(4)]  # never released
+        assert pool.bytes == 4 * SEG
+        b1, _ = _lend(pool, peer=2, fill=9)
+        assert pool.bytes <= pool.max_bytes
+        assert hog[0] not in pool.segments  # the hog's oldest is forgotten
+        b2, _ = _lend(pool, peer=2, fill=8)
+        assert pool.bytes <= pool.max_bytes
+        assert b1 in pool.segments and b2 in pool.segments  # B's survive
+        assert pool.peer_bytes(1) == 2 * SEG and pool.peer_bytes(2) == 2 * SEG
+        # B's pool still works: a release is reused, not re-created
+        created = pool.created
+        pool.release(2, [b1])
+        assert _lend(pool, peer=2, fill=7)[0] == b1 and pool.created == created
+        # the hog keeps lending within the cap, at its own expense
+        for i in range(10):
+            _lend(pool, peer=1, fill=i)
+            assert pool.bytes <= pool.max_bytes
+        assert b1 in pool.segments and b2 in pool.segments
+    finally:
+        pool.close()
+
+
+def test_idle_segments_are_freed_before_lent_ones() -> None:
+    pool = T.ShmTransport(Wire(), pool_bytes=3 * SEG).pool
+    assert pool is not None
+    try:
+        a1, _ = _lend(pool, peer=1, fill=1)
+        a2, _ = _lend(pool, peer=1, fill=2)
+        b1, _ = _lend(pool, peer=2, fill=3)
+        pool.release(1, [a2])
+        c1, _ = _lend(pool, peer=3, fill=4)
+        assert a2 not in pool.segments  # idle: freed first
+        assert {a1, b1, c1} <= set(pool.segments)
+    finally:
+        pool.close()
 
 
 def test_hostile_sender_cannot_resize_a_pooled_segment(wire: Wire, carry: Any) -> None:
