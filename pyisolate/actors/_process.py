@@ -156,15 +156,17 @@ class ActorProcess:
                         init.close()
         if not hit:
             self._child.send(signal.SIGKILL)  # the actor itself, or a launcher not yet forked
-        self.kill_descendants()
+        # Its descendants go once it has exited (watch): its process group
+        # must not be killed here, as under a sandbox it is the launcher's.
 
     def kill_descendants(self) -> None:
-        """Kill what the actor started: its process group (the actor leads
-        it: ``start_new_session``). Called on every kill and once the actor
-        has exited, while it is still unreaped, so the group's number is still
-        ours. A sandbox needs none of this (its pid namespace ends with the
-        actor), and a grandchild that started a session of its own escapes
-        the group: a per-actor cgroup kill, where there is one, belongs here.
+        """Kill what the actor started: the process group of our child (an
+        unsandboxed actor leads it: ``start_new_session``). Called once our
+        child has exited, while it is still unreaped, so the group's number is
+        still ours. A sandbox needs none of this (its pid namespace ends with
+        the actor; the launcher's group holds the launcher alone), and a
+        grandchild that started a session of its own escapes the group: a
+        per-actor cgroup kill, where there is one, belongs here.
         """
         if self.returncode is None and self.pid is not None:
             self._child.kill_group(leader_unreaped=True)
@@ -182,7 +184,8 @@ class ActorProcess:
         await self._kill_requested.wait()
         await anyio.sleep(KILL_GRACE)
         log.warning(
-            "pyisolate: an actor did not end within %s s of SIGKILL: killing its sandbox",
+            "pyisolate: actor %r did not end within %s s of SIGKILL: killing its sandbox",
+            self.logger.name.removeprefix("pyisolate.actor."),
             KILL_GRACE,
         )
         self.kill_sandbox()
