@@ -15,8 +15,11 @@ Fork safety, and why this process is shaped as it is:
   so, if some preloaded module initialised CUDA;
 * the template is the actors' parent: it reaps them (SIGCHLD) and reports each
   exit status to the host, because ``waitpid`` works only for one's own
-  children. The actors die with it (parent-death signal, set by the actor's
-  normal start-up), and it dies with the host (its stdin lifeline).
+  children. Before reaping one it kills the process group the actor leads
+  (it called setsid), so that what the actor started dies with it. The
+  actors die with the template (parent-death signal, set by the actor's
+  normal start-up; inside a sandbox, its pid namespace ends with the
+  template), and it dies with the host (its stdin lifeline).
 
 Protocol on the control socket (SOCK_SEQPACKET, msgpack maps): the host sends
 ``fork`` (with stdin, stdout, stderr and side-channel fds attached), ``kill``

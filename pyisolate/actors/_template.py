@@ -9,7 +9,11 @@ it) the spawn goes cold, and a debug record says why.
 
 A forked actor is not the host's child: its exit status comes from the
 template, which reaps it; :class:`ForkedProcess` gives the runtime the same
-interface as a cold :class:`ActorProcess`.
+interface as a cold :class:`ActorProcess`. The template is trusted with
+nothing the host cannot check: the host watches each forked actor through a
+pidfd of its own, and a template that stops answering (a fork request, an
+exit report, a kill) within its bound is declared dead and killed with its
+sandbox; its actors are reported dead.
 """
 
 from __future__ import annotations
@@ -199,6 +203,7 @@ class Template:
         self._self: ProcessHandle | None = None
         self.template_pid: int | None = None
         self._scope = anyio.CancelScope()
+        self._down = False  # shut down: nothing left to kill
 
     async def run(
         self,
@@ -300,7 +305,7 @@ class Template:
         dead, so that its callers fail and supervisors restart it."""
         if self.failed is None:
             self.failed = f"the template {reason}"
-        if self._scope.cancel_called:
+        if self._scope.cancel_called or self._down:
             return
         log.warning("pyisolate: the template %s: killing it and its actors", reason)
         self._scope.cancel()
@@ -351,6 +356,7 @@ class Template:
             if handle is not None:
                 handle.close()
         self.ctl.close()
+        self._down = True
 
     def _kill_launcher(self) -> None:
         if self._launcher is not None and self.proc is not None and self.proc.returncode is None:

@@ -269,3 +269,35 @@ async def test_unsandboxed_grandchild_dies_when_the_actor_is_killed(
         os.kill(pid, signal.SIGKILL)
         await _until_dead(ref, timeout=5)
         await eventually(lambda: pid_gone(sleeper), timeout=5)
+
+
+async def test_closing_a_frozen_template_does_not_block_the_loop(sandboxed: None) -> None:
+    """The runtime's exit waits for a template that ignores its lifeline
+    without blocking the event loop, then kills it."""
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        with anyio.fail_after(30):
+            async with pyisolate.Runtime() as rt:
+                ref = await rt.spawn(PROWLER, options=FORKED)
+                await ref.stop()
+                (template,) = rt._template_pool.templates.values()  # type: ignore[attr-defined]
+                template_pid = template.template_pid  # the kernel's number, not the sandbox's
+                assert template_pid in descendants()
+                os.kill(template_pid, signal.SIGSTOP)  # idle, and frozen
+                gaps.clear()
+                start = time.monotonic()
+        elapsed = time.monotonic() - start
+        tg.cancel_scope.cancel()
+    assert pid_gone(template_pid)
+    assert elapsed > 1  # it did wait for the template (then killed it)...
+    assert max(gaps) < 0.5  # ...with the loop running all along
