@@ -15,8 +15,11 @@ Fork safety, and why this process is shaped as it is:
   so, if some preloaded module initialised CUDA;
 * the template is the actors' parent: it reaps them (SIGCHLD) and reports each
   exit status to the host, because ``waitpid`` works only for one's own
-  children. The actors die with it (parent-death signal, set by the actor's
-  normal start-up), and it dies with the host (its stdin lifeline).
+  children. Before reaping one it kills the process group the actor leads
+  (it called setsid), so that what the actor started dies with it. The
+  actors die with the template (parent-death signal, set by the actor's
+  normal start-up; inside a sandbox, its pid namespace ends with the
+  template), and it dies with the host (its stdin lifeline).
 
 Protocol on the control socket (SOCK_SEQPACKET, msgpack maps): the host sends
 ``fork`` (with stdin, stdout, stderr and side-channel fds attached), ``kill``
@@ -34,6 +37,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import traceback
 from typing import Any
@@ -42,10 +46,11 @@ import msgpack
 
 from ._bootstrap import read_bootstrap
 
-__all__ = ["template_main"]
+__all__ = ["place_fds", "recv_message", "recv_message_from", "send_message", "template_main"]
 
 MAX_MESSAGE = 65536
 MAX_FDS = 4
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 BASE_MODULES = (
     "pyisolate.actors._child",
     "anyio._backends._asyncio",
@@ -56,20 +61,33 @@ BASE_MODULES = (
 )
 
 
-def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    """One control message and the fds attached to it; (None, []) at EOF."""
+def recv_message_from(
+    sock: socket.socket,
+) -> tuple[dict[str, Any] | None, list[int], int | None]:
+    """One control message, the fds attached to it, and its sender's pid as
+    the kernel translated it for us (only where the socket has SO_PASSCRED:
+    the host's end); (None, [], None) at EOF."""
     fds = array.array("i")
     data, ancdata, _flags, _addr = sock.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize) + socket.CMSG_SPACE(_UCRED.size)
     )
+    pid = None
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+        elif level == socket.SOL_SOCKET and kind == getattr(socket, "SCM_CREDENTIALS", None):
+            pid = _UCRED.unpack(payload[: _UCRED.size])[0] or None
     if not data:
         for fd in fds:
             os.close(fd)
-        return None, []
-    return msgpack.unpackb(data), list(fds)
+        return None, [], None
+    return msgpack.unpackb(data), list(fds), pid
+
+
+def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """One control message and the fds attached to it; (None, []) at EOF."""
+    message, fds, _pid = recv_message_from(sock)
+    return message, fds
 
 
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
@@ -127,8 +145,7 @@ def template_main() -> None:
             if key.data == "lifeline":
                 if not os.read(0, 4096):  # the host is gone: so are we
                     for pid in children:
-                        with contextlib.suppress(OSError):
-                            os.kill(pid, signal.SIGKILL)
+                        _kill_actor(pid)
                     os._exit(0)
             elif key.data == "sigchld":
                 with contextlib.suppress(BlockingIOError):
@@ -141,16 +158,33 @@ def template_main() -> None:
                 _serve(ctl, message, fds, children, close_own_fds)
 
 
+def _kill_actor(pid: int) -> None:
+    """SIGKILL one of our actors (unreaped: ``pid`` is still its number) and
+    the process group it leads (it called setsid): what it started dies too."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _reap(ctl: socket.socket, children: set[int]) -> None:
-    while children:
+    while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            # Look first, reap after: while the actor is an unreaped zombie,
+            # the number of its process group cannot have been reused.
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if info is None or info.si_pid == 0:
             return
-        children.discard(pid)
-        send_message(ctl, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        pid = info.si_pid
+        if pid in children:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        _pid, status = os.waitpid(pid, 0)
+        if pid in children:
+            children.discard(pid)
+            send_message(ctl, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def _serve(
@@ -163,8 +197,7 @@ def _serve(
     op = message.get("op")
     if op == "kill":
         if message["pid"] in children:
-            with contextlib.suppress(OSError):
-                os.kill(message["pid"], signal.SIGKILL)
+            _kill_actor(message["pid"])
         return
     if op == "preload":
         _preload(list(message.get("modules", ())))
@@ -198,6 +231,22 @@ def _serve(
     send_message(ctl, {"op": "forked", "seq": message["seq"], "pid": pid, "errors": errors})
 
 
+def place_fds(fds: list[int], targets: tuple[int, ...]) -> None:
+    """Move ``fds[i]`` onto fd number ``targets[i]`` and close the originals.
+
+    Any of them may sit on any target, so each is first copied above every
+    target (a copy can then never be a target itself: ``dup2`` of an fd onto
+    itself does nothing, and closing the copy would close the target).
+    """
+    floor = max(*targets, 63) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, floor) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(high, targets, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
 def _become_actor(fds: list[int], channel_to: int, close_own_fds: Any) -> None:
     """In the forked child: take the fds the host sent, run the actor's main."""
     code = 1
@@ -205,13 +254,7 @@ def _become_actor(fds: list[int], channel_to: int, close_own_fds: Any) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         close_own_fds()
-        # Move the received fds out of the way first: one may sit on a target.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
-        for fd in fds:
-            os.close(fd)
-        for fd, target in zip(high, (0, 1, 2, channel_to), strict=True):
-            os.dup2(fd, target)
-            os.close(fd)
+        place_fds(fds, (0, 1, 2, channel_to))
         os.setsid()  # as a cold actor: a terminal's Ctrl-C is not ours
         from ._child import main
 

@@ -241,7 +241,7 @@ class Router:
         self._by_routing[routing] = record
         if record.channel is not None and record.process is not None:
             # Sent before the HELLO, so it is waiting on the side channel now.
-            record.process.actor_pid = read_credentials(record.channel)
+            record.process.adopt_actor_pid(read_credentials(record.channel))
         self._emit(record, encode_header(Kind.CALL, 0, HOST, record.init_nfds) + record.init_body)
         record.init_body = b""  # sent: do not hold the constructor's arguments for life
 

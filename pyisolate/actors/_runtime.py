@@ -528,16 +528,28 @@ class Runtime(Router):
                 except ActorDiedError:
                     record.process.kill()
         grace = timeout if timeout is not None else record.options.stop_timeout
+        process = record.process
         with anyio.move_on_after(grace):
-            await record.process.exited.wait()
-        if not record.process.exited.is_set():
-            log.warning("actor %r did not stop within %s s: killing it", record.name, grace)
-            record.process.kill()
+            await process.exited.wait()
+        if process.exited.is_set():
+            return
+        log.warning("actor %r did not stop within %s s: killing it", record.name, grace)
+        # kill() escalates by itself: its whole sandbox (launcher, or template)
+        # goes after KILL_GRACE; every wait here is bounded all the same.
+        process.kill()
+        with anyio.move_on_after(_KILL_GRACE):
+            await process.exited.wait()
+        if not process.exited.is_set():
+            log.warning("actor %r did not die when killed: killing its sandbox", record.name)
+            process.kill_sandbox()
             with anyio.move_on_after(_KILL_GRACE):
-                await record.process.exited.wait()
-            if not record.process.exited.is_set():
-                record.process.kill_launcher()
-                await record.process.exited.wait()
+                await process.exited.wait()
+        if not process.exited.is_set():
+            log.error(
+                "actor %r could not be stopped (its process does not end even with its "
+                "sandbox killed): giving up on it",
+                record.name,
+            )
 
     async def supervise(self, spec: Any) -> Any:
         """Start a supervision tree from a :class:`Supervisor` spec; return its
@@ -570,7 +582,9 @@ class Runtime(Router):
         record = self._records.get(ref.id)
         if record is None or record.process is None or record.process.returncode is not None:
             return None
-        return record.process.actor_pid or record.process.pid
+        # Never a pid numbered inside a sandbox (the template's view of a
+        # forked actor): the kernel's translation, or our own child's.
+        return record.process.host_pid
 
     def isolation(self, ref: ActorRef) -> str:
         """How the actor behind ``ref`` is sandboxed: "full", "degraded" or "none"."""

@@ -29,12 +29,14 @@ import anyio
 import anyio.abc
 
 from ..errors import SupervisorError
+from ._process import KILL_GRACE
 from ._supchild import ChildCounts, ChildInfo, Slot, SupervisorStats
 from ._suphold import register, unregister
 from ._supref import SupervisedRef
 from ._suprestart import restart
 from ._supspec import BRUTAL_KILL, ChildSpec, Restart, Supervisor
 from ._supwatch import heartbeat_loop, watch_actor, watch_nested
+from ._template import release_templates
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -44,6 +46,12 @@ __all__ = ["SupervisorHandle", "start_supervisor"]
 log = logging.getLogger("pyisolate.supervisor")
 
 _ACTIVE = ("running", "restarting", "stopping")
+
+
+def template_scope(actor_id: int) -> tuple[str, int]:
+    """The template scope of a supervised child (``Runtime.spawn(_template=)``):
+    its own, by its actor id, which every incarnation keeps."""
+    return ("child", actor_id)
 
 
 async def start_supervisor(rt: Runtime, spec: Supervisor) -> SupervisorHandle:
@@ -274,24 +282,35 @@ class SupervisorHandle:
             self._tg.start_soon(watch_nested, self, slot, slot.incarnation, nested)
         else:
             rt = self.runtime
-            ref = await rt.spawn(
-                spec.target,
-                *spec.args,
-                name=f"{self.prefix}{spec.id}",
-                options=spec.options,
-                sandbox=spec.sandbox,
-                _reuse_id=slot.actor_id,
-                # A template of its own: siblings never share a sandbox.
-                _template=("child", slot.actor_id) if spec.template else False,
-                **spec.kwargs,
-            )
+            first = slot.actor_id is None
+            if first:
+                # The id is fixed before the first start: the child's template
+                # (and so its sandbox) is keyed by it from the start, so that
+                # siblings never share one and restarts reuse the child's own.
+                slot.actor_id = next(rt._ids)
+            assert slot.actor_id is not None
+            try:
+                ref = await rt.spawn(
+                    spec.target,
+                    *spec.args,
+                    name=f"{self.prefix}{spec.id}",
+                    options=spec.options,
+                    sandbox=spec.sandbox,
+                    _reuse_id=slot.actor_id,
+                    _template=template_scope(slot.actor_id) if spec.template else False,
+                    **spec.kwargs,
+                )
+            except BaseException:
+                if first:  # the slot is dropped: so is the template made for it
+                    self._release_template(slot)
+                    slot.actor_id = None
+                raise
             if slot.ref is None:
                 slot.ref = SupervisedRef(
                     rt, ref.id, ref.name, ref.methods, ref.default_timeout, slot
                 )
-            if slot.actor_id is None:
+            if first:
                 register(rt, ref.id, slot)  # actor-to-actor calls wait across restarts
-            slot.actor_id = ref.id
             slot.incarnation += 1
             record = rt._records[ref.id]
             self._tg.start_soon(watch_actor, self, slot, slot.incarnation, record)
@@ -323,6 +342,7 @@ class SupervisorHandle:
                 if slot.nested is not None:
                     slot.nested._settle()
                 slot.set_status("terminated")
+                self._release_template(slot)
                 if slot.spec.restart is Restart.TEMPORARY:
                     self._delete(slot)
                 return
@@ -351,18 +371,27 @@ class SupervisorHandle:
                 if shutdown == BRUTAL_KILL:
                     if record.state in ("running", "starting"):
                         record.state = "stopping"
-                    record.process.kill()
-                    await record.process.exited.wait()
+                    record.process.kill()  # escalates to the sandbox by itself
+                    with anyio.move_on_after(3 * KILL_GRACE):
+                        await record.process.exited.wait()
                 else:
                     await self.runtime.stop_actor(
                         record.id, math.inf if shutdown is None else float(shutdown)
                     )
         slot.set_status(status)
+        if status == "terminated":  # down until restart_child, if ever: no idle template
+            self._release_template(slot)
+
+    def _release_template(self, slot: Slot) -> None:
+        """Shut down the child's own template: it will not start from it again."""
+        if slot.actor_id is not None and not slot.spec.is_supervisor and slot.spec.template:
+            release_templates(self.runtime, template_scope(slot.actor_id))
 
     def _delete(self, slot: Slot) -> None:
         if slot in self._slots:
             self._slots.remove(slot)
         slot.set_status("deleted")
+        self._release_template(slot)
         if slot.actor_id is not None:
             unregister(self.runtime, slot.actor_id, slot.final_error())
 
@@ -377,6 +406,7 @@ class SupervisorHandle:
             if slot.nested is not None:
                 slot.nested._settle()
             slot.set_status(slot.status)
+            self._release_template(slot)
         self._done.set()
 
     # -- helpers --------------------------------------------------------------------

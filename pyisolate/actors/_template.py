@@ -9,7 +9,11 @@ it) the spawn goes cold, and a debug record says why.
 
 A forked actor is not the host's child: its exit status comes from the
 template, which reaps it; :class:`ForkedProcess` gives the runtime the same
-interface as a cold :class:`ActorProcess`.
+interface as a cold :class:`ActorProcess`. The template is trusted with
+nothing the host cannot check: the host watches each forked actor through a
+pidfd of its own, and a template that stops answering (a fork request, an
+exit report, a kill) within its bound is declared dead and killed with its
+sandbox; its actors are reported dead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,16 +33,23 @@ import anyio
 
 from ..errors import ActorStartError
 from ._bootstrap import write_bootstrap
-from ._forkserver import recv_message, send_message
+from ._forkserver import recv_message_from, send_message
+from ._peercred import enable_credentials
+from ._pidfd import ProcessHandle
 from ._process import ActorProcess
 
 if TYPE_CHECKING:
     from ._record import _Record
     from ._runtime import Runtime
 
-__all__ = ["ForkedProcess", "TemplatePool", "spawn_forked"]
+__all__ = ["ForkedProcess", "TemplatePool", "release_templates", "spawn_forked"]
 
 log = logging.getLogger("pyisolate.template")
+
+# Seconds the template has to report an actor's exit once its pidfd shows it,
+# and to exit once its lifeline is closed (then again after each kill).
+REPORT_GRACE = 3.0
+_EXIT_GRACE = 2.0
 
 _PREFIX = (
     "import sys; sys.path.insert(0, {root!r}); "
@@ -54,12 +66,19 @@ class _Pipes:
 
 
 class ForkedProcess(ActorProcess):
-    """An actor forked by a template; the template reports its exit."""
+    """An actor forked by a template; the template reports its exit.
+
+    The template numbers it in the sandbox's pid namespace (``ns_pid``): a
+    number only the template may use (it asks the template to kill it). The
+    host's own handle on it is the pid the kernel translated at the handshake
+    (``adopt_actor_pid``): through it the host sees the death even if the
+    template never reports it, and then takes the template for dead.
+    """
 
     def __init__(
         self,
         template: Template,
-        pid: int,
+        ns_pid: int,
         stdin_w: int,
         stdout_r: int,
         stderr_r: int,
@@ -69,38 +88,104 @@ class ForkedProcess(ActorProcess):
         self.logger = logger
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=60)
         self.proc = _Pipes(open(stdout_r, "rb", buffering=0), open(stderr_r, "rb", buffering=0))  # type: ignore[assignment]  # noqa: SIM115
-        self.pid = pid  # as the template sees it (a sandbox may renumber)
+        self.pid = None  # not our child, but the template's
+        self.ns_pid = ns_pid  # as the template sees it: for the template's use only
         self.actor_pid: int | None = None
+        self._actor: ProcessHandle | None = None
         self._returncode_map = None
         self._stdin = open(stdin_w, "wb", buffering=0)  # noqa: SIM115
         self.exited = anyio.Event()
         self.returncode: int | None = None
+        self._kill_requested = anyio.Event()
         self._template = template
         self._reported = anyio.Event()
+        self._adopted = anyio.Event()
         self._code: int | None = None
 
+    def adopt_actor_pid(self, pid: int | None) -> None:
+        """Take the kernel's pid of the actor if it is the template's descendant."""
+        if pid is None or self._actor is not None:
+            return
+        parent = self._template.template_pid
+        if parent is None:
+            log.debug("actor pid %d not adopted: the template's own pid is unknown", pid)
+            return
+        self._set_actor(ProcessHandle.adopt(pid, parent, include_self=False), pid)
+        if self._actor is not None:
+            self._adopted.set()
+
     def kill(self) -> None:
-        if self.returncode is None and self._code is None:
-            self._template.kill(self.pid)
+        if self.returncode is not None or self._reported.is_set():
+            return
+        self._kill_requested.set()
+        # The template made it: it kills it and its process group. The pidfd
+        # makes sure even if the template does not (stopped, hostile).
+        self._template.kill_child(self.ns_pid)
+        if self._actor is not None:
+            self._actor.send(signal.SIGKILL)
+
+    def kill_descendants(self) -> None:
+        """The template kills the group when it reaps the actor. Without it
+        (declared dead), the host does while the actor lives: the group it
+        leads (it called setsid) then still bears its number."""
+        if self._actor is not None:
+            self._actor.kill_group()
+
+    def kill_by_host(self) -> None:
+        """Kill it without the template's help (the template is dead or stopped)."""
+        self.kill_descendants()
+        if self._actor is not None:
+            self._actor.send(signal.SIGKILL)
+
+    def kill_sandbox(self) -> None:
+        self._template.declare_dead("forked an actor that did not end when killed")
 
     def report_exit(self, code: int) -> None:
-        self._code = code
-        self._reported.set()
+        if not self._reported.is_set():
+            self._code = code
+            self._reported.set()
 
     async def watch(self) -> None:
         try:
-            await self._reported.wait()
-            self.returncode = self._code
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._escalate)
+                tg.start_soon(self._watch_actor)
+                await self._reported.wait()
+                self.returncode = self._code
+                tg.cancel_scope.cancel()
         finally:
             if self.returncode is None:  # cancelled (runtime closing): make sure
                 self.kill()
-                self.returncode = -9
+                self.returncode = -signal.SIGKILL
+            if self._actor is not None:
+                self._actor.close()
             self._close_stdin()
             self.exited.set()
 
+    async def _watch_actor(self) -> None:
+        """The actor's end, seen through its pidfd: the template must report it
+        within REPORT_GRACE seconds, or it has stopped answering."""
+        await self._adopted.wait()
+        assert self._actor is not None
+        if self._actor.fd is None:
+            return
+        await self._actor.wait()
+        with anyio.move_on_after(REPORT_GRACE):
+            await self._reported.wait()
+        if not self._reported.is_set():
+            self._template.declare_dead(
+                f"did not report the exit of an actor within {REPORT_GRACE} s"
+            )
+
 
 class Template:
-    """One warm template process and its control socket."""
+    """One warm template process and its control socket.
+
+    A template that stops answering (no reply to a fork request, no report of
+    an actor's exit, an actor that does not die when killed) is declared dead:
+    it is killed with its whole sandbox, and each of its actors is reported
+    dead, so that callers fail and supervisors restart.
+    """
 
     def __init__(self, rt: Runtime, key: Any) -> None:
         self.rt = rt
@@ -112,6 +197,14 @@ class Template:
         self._waiters: dict[int, anyio.Event] = {}
         self._seq = itertools.count(1)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cgroup: Any = None  # the sandbox ActorCgroup of the template and its actors
+        # Our child (the sandbox launcher, or the template when unsandboxed),
+        # and the template process itself as the kernel numbers it for us.
+        self._launcher: ProcessHandle | None = None
+        self._self: ProcessHandle | None = None
+        self.template_pid: int | None = None
+        self._scope = anyio.CancelScope()
+        self._down = False  # shut down: nothing left to kill
 
     async def run(
         self,
@@ -120,11 +213,15 @@ class Template:
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start the template and serve its control socket until the runtime ends."""
+        """Start the template and serve its control socket until the runtime
+        ends or the template is closed or declared dead."""
         from ..sandbox import build_launch
 
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ctl = host_end
+        # Every message the template sends then carries its pid, translated by
+        # the kernel into ours: the only pid of the template the host uses.
+        enable_credentials(host_end)
         control_fd = child_end.fileno()
         try:
             argv = [
@@ -137,8 +234,12 @@ class Template:
                 plan_args.pop("mode"),
                 argv,
                 pass_fds=[child_end.fileno()],
+                cgroup=True,
                 **plan_args,
             )
+            # The template and every actor forked from it share one cgroup:
+            # they are bounded together and die together.
+            self.cgroup = plan.cgroup
             try:
                 self.isolation = plan.isolation
                 self.proc = subprocess.Popen(
@@ -149,26 +250,28 @@ class Template:
                     pass_fds=plan.pass_fds,
                     start_new_session=True,
                 )
+                self._launcher = ProcessHandle.of_child(self.proc.pid)
             finally:
                 plan.close()
                 child_end.close()
             assert self.proc.stdin is not None
             write_bootstrap(self.proc.stdin.fileno(), {**config, "control_fd": control_fd})
             task_status.started()
-            await self._serve()
+            with self._scope:
+                await self._serve()
         except BaseException as exc:
             if self.failed is None:
                 self.failed = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self._shutdown()
+            await self._shutdown()
 
     async def _serve(self) -> None:
         self.ctl.setblocking(False)
         while True:
             await anyio.wait_readable(self.ctl)
             try:
-                message, fds = recv_message(self.ctl)
+                message, fds, sender = recv_message_from(self.ctl)
             except BlockingIOError:
                 continue
             for fd in fds:
@@ -180,6 +283,7 @@ class Template:
             if op == "ready":
                 if message.get("errors"):
                     log.debug("template preload errors: %s", message["errors"])
+                self._adopt_template(sender)
                 self.ready.set()
             elif op == "exit":
                 child = self.children.pop(message["pid"], None)
@@ -191,7 +295,48 @@ class Template:
                     self._replies[seq] = message
                     self._waiters.pop(seq).set()
 
-    def _shutdown(self) -> None:
+    def _adopt_template(self, pid: int | None) -> None:
+        if pid is None or self.proc is None or self._self is not None:
+            return
+        handle = ProcessHandle.adopt(pid, self.proc.pid, include_self=True)
+        if handle is None:
+            log.warning("pyisolate: template process %d is not the launcher's descendant", pid)
+            return
+        self._self, self.template_pid = handle, pid
+
+    def declare_dead(self, reason: str) -> None:
+        """The template stopped answering (``reason`` completes "the template
+        ..."): kill it, its sandbox and its actors, and report each actor
+        dead, so that its callers fail and supervisors restart it."""
+        if self.failed is None:
+            self.failed = f"the template {reason}"
+        if self._scope.cancel_called or self._down:
+            return
+        log.warning("pyisolate: the template %s: killing it and its actors", reason)
+        self._scope.cancel()
+        self._kill_everything()
+        for child in list(self.children.values()):
+            child.report_exit(-signal.SIGKILL)
+        self.children.clear()
+
+    def close(self) -> None:
+        """Shut down a template nobody needs any more (its lifeline closes: it
+        kills its actors and exits), without blocking."""
+        if self.failed is None:
+            self.failed = "the template was closed"
+        self._scope.cancel()
+
+    def _kill_everything(self) -> None:
+        # The actors first, while the template cannot reap them (their group
+        # numbers are still theirs), then the template: its sandbox ends with it.
+        for child in list(self.children.values()):
+            child.kill_by_host()
+        if self._self is not None and self._self.send(signal.SIGKILL):
+            return
+        if self._launcher is not None and self.proc is not None and self.proc.returncode is None:
+            self._launcher.send(signal.SIGKILL)
+
+    async def _shutdown(self) -> None:
         self.ready.set()
         for seq, event in list(self._waiters.items()):
             self._replies[seq] = {"op": "error", "error": self.failed or "template closed"}
@@ -201,25 +346,61 @@ class Template:
             with contextlib.suppress(OSError):
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()  # the lifeline: the template exits, its actors too
-            try:
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for child in self.children.values():
-            child.report_exit(-9)
+            with anyio.CancelScope(shield=True):
+                for last_resort in (self._kill_everything, self._kill_launcher, None):
+                    if await self._launcher_exited(_EXIT_GRACE) or last_resort is None:
+                        break
+                    last_resort()
+            if self.proc.poll() is None:
+                log.error("pyisolate: template process %d could not be reaped", self.proc.pid)
+        if self.cgroup is not None:
+            self.cgroup.kill()  # whatever the template's actors left behind
+            self.cgroup.close()
+            self.cgroup = None
+        for child in list(self.children.values()):
+            child.kill_by_host()
+            child.report_exit(-signal.SIGKILL)
         self.children.clear()
+        for handle in (self._self, self._launcher):
+            if handle is not None:
+                handle.close()
         self.ctl.close()
+        self._down = True
 
-    def kill(self, pid: int) -> None:
+    def _kill_launcher(self) -> None:
+        if self._launcher is not None and self.proc is not None and self.proc.returncode is None:
+            self._launcher.send(signal.SIGKILL)
+
+    async def _launcher_exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for our child to end (not reaping it)."""
+        assert self._launcher is not None
+        with anyio.move_on_after(timeout):
+            if self._launcher.fd is not None:
+                await self._launcher.wait()
+            else:
+                while not self._launcher.exited():
+                    await anyio.sleep(0.05)
+        return self._launcher.exited()
+
+    def kill_child(self, ns_pid: int) -> None:
+        """Ask the template to kill one of its actors (its own number for it)."""
         with contextlib.suppress(OSError):
-            send_message(self.ctl, {"op": "kill", "pid": pid})
+            send_message(self.ctl, {"op": "kill", "pid": ns_pid})
 
     async def fork(
-        self, preload: list[str], channel: socket.socket, channel_to: int, logger: logging.Logger
+        self,
+        preload: list[str],
+        channel: socket.socket,
+        channel_to: int,
+        logger: logging.Logger,
+        timeout: float,
     ) -> ForkedProcess:
-        """Fork one actor; the caller writes its bootstrap to ``_stdin``."""
-        await self.ready.wait()
+        """Fork one actor; the caller writes its bootstrap to ``_stdin``. A
+        template that does not start or answer within ``timeout`` s is dead."""
+        with anyio.move_on_after(timeout):
+            await self.ready.wait()
+        if not self.ready.is_set():
+            self.declare_dead(f"did not start within {timeout} s")
         if self.failed is not None:
             raise OSError(self.failed)
         stdin_r, stdin_w = os.pipe()
@@ -241,19 +422,25 @@ class Template:
         finally:
             for fd in (stdin_r, stdout_w, stderr_w):
                 os.close(fd)
-        await event.wait()
-        reply = self._replies.pop(seq)
+        with anyio.move_on_after(timeout):
+            await event.wait()
+        if not event.is_set():
+            self._waiters.pop(seq, None)
+            self.declare_dead(f"did not answer a fork request within {timeout} s")
+            reply: dict[str, Any] = {"op": "error", "error": self.failed}
+        else:
+            reply = self._replies.pop(seq)
         if reply.get("op") != "forked":
             for fd in (stdin_w, stdout_r, stderr_r):
                 os.close(fd)
             raise OSError(reply.get("error", "fork failed"))
         child = ForkedProcess(self, int(reply["pid"]), stdin_w, stdout_r, stderr_r, logger)
-        self.children[child.pid] = child
+        self.children[child.ns_pid] = child
         return child
 
 
 class TemplatePool:
-    """The templates of one runtime, by (interpreter, environment, sandbox)."""
+    """The templates of one runtime, by (interpreter, environment, sandbox, scope)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -265,6 +452,19 @@ class TemplatePool:
             template = self.templates[key] = Template(self.rt, key)
             await self.rt._tg.start(template.run, plan_args, config)
         return template
+
+    def release(self, scope: Any) -> None:
+        """Shut down the templates of ``scope`` (their owner needs them no more)."""
+        for key in [k for k in self.templates if k[-1] == scope]:
+            self.templates.pop(key).close()
+
+
+def release_templates(rt: Runtime, scope: Any) -> None:
+    """Shut down the templates scoped to ``scope`` (``spawn(_template=scope)``),
+    if any: a supervised child stopped for good needs its own no more."""
+    pool: TemplatePool | None = rt.__dict__.get("_template_pool")
+    if pool is not None:
+        pool.release(scope)
 
 
 def _preload_for(target: str) -> list[str]:
@@ -314,6 +514,7 @@ async def spawn_forked(
             child_end,
             int(boot["channel_fd"]),
             logging.getLogger(f"pyisolate.actor.{name}"),
+            opts.start_timeout,
         )
     except Exception as exc:
         log.debug("actor %r starts cold: the template failed: %s", name, exc)
