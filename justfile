@@ -29,8 +29,8 @@ test-fast *args:
 
 # Lint and check formatting
 lint:
-    {{python}} -m ruff check pyisolate tests examples benchmarks
-    {{python}} -m ruff format --check pyisolate tests examples benchmarks
+    {{python}} -m ruff check pyisolate tests examples benchmarks scripts
+    {{python}} -m ruff format --check pyisolate tests examples benchmarks scripts
 
 # Type-check the package (mypy --strict)
 typecheck:

@@ -66,7 +66,10 @@ async def _demo(out: list[str]) -> None:
         # Sync and async methods cost differently (a sync one hops to a worker
         # thread and back), so each is timed and labelled on its own.
         n = 500
-        timed = (("async method", greeter.peek), ("sync method (worker thread)", greeter.count_calls))
+        timed = (
+            ("async method", greeter.peek),
+            ("sync method (worker thread)", greeter.count_calls),
+        )
         for label, method in timed:
             times: list[float] = []
             for _ in range(n):

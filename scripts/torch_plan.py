@@ -51,7 +51,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Names of the GPU runtime packages the CUDA build of torch depends on.
 _GPU_DEPENDENCY = re.compile(r"^(nvidia-|cuda-|triton)", re.IGNORECASE)
 CUDA_SIZE = (
-    "several GB: the CUDA build of torch (about 0.9 GB) plus about 19 "
+    "several GB: torch's CUDA wheel (about 0.5 GB for 2.13.0) plus about 19 "
     "nvidia-*/cuda-*/triton packages"
 )
 
@@ -106,7 +106,7 @@ def _marker_applies(requirement: str) -> bool:
         from packaging.requirements import Requirement
     except ImportError:
         try:
-            from pip._vendor.packaging.requirements import Requirement
+            from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
         except ImportError:
             return True
     try:

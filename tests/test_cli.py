@@ -181,7 +181,8 @@ def fake_torch_wheel(directory: Path, version: str, requires: tuple[str, ...] = 
         z.writestr("torch/__init__.py", "")
         z.writestr(f"{info}/METADATA", metadata)
         z.writestr(
-            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         )
         z.writestr(f"{info}/RECORD", "")
     return wheel
@@ -248,7 +249,10 @@ def test_plan_uses_the_cpu_index_when_it_answers(tmp_path: Path) -> None:
         assert plan["arg"] == ["--index-url", index, "torch==2.13.0"]
         # An index that answers without the release is passed over.
         other = torch_plan(
-            tmp_path, PYISOLATE_TORCH_INDEX=index, PYISOLATE_TORCH="cpu", PYISOLATE_TORCH_VERSION="9.9.9"
+            tmp_path,
+            PYISOLATE_TORCH_INDEX=index,
+            PYISOLATE_TORCH="cpu",
+            PYISOLATE_TORCH_VERSION="9.9.9",
         )
         assert other["kind"] == ["none"]
         assert "offers no torch 9.9.9" in other["why"][0]
