@@ -5,9 +5,9 @@ python := if path_exists(".venv/bin/python") == "true" { ".venv/bin/python" } el
 
 # List the recipes
 default:
-    @just --list
+    @{{just_executable()}} --justfile {{justfile()}} --list
 
-# Create .venv and install the project, dev tools, torch and bubblewrap
+# Create .venv and install the project, dev tools, CPU torch (if at hand) and bubblewrap
 install:
     ./scripts/bootstrap
 
@@ -23,10 +23,14 @@ doctor:
 test *args:
     {{python}} -m pytest {{args}}
 
+# Run the quick subset: everything but the tests marked slow
+test-fast *args:
+    {{python}} -m pytest -m "not slow" {{args}}
+
 # Lint and check formatting
 lint:
-    {{python}} -m ruff check pyisolate tests examples benchmarks
-    {{python}} -m ruff format --check pyisolate tests examples benchmarks
+    {{python}} -m ruff check pyisolate tests examples benchmarks scripts
+    {{python}} -m ruff format --check pyisolate tests examples benchmarks scripts
 
 # Type-check the package (mypy --strict)
 typecheck:

@@ -33,6 +33,7 @@ def run_script(code: str, tmp_path: Path, name: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_readme_tour_runs_as_printed(tmp_path: Path) -> None:
     tour, blocking = python_blocks((REPO / "README.md").read_text())[:2]
     run_script(tour, tmp_path, "tour.py")

@@ -46,8 +46,19 @@ def test_every_example_is_checked() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+# Examples that need torch (skipped where it is not installed: it is optional).
+NEEDS_TORCH = {"tensors.py"}
+# Examples that take more than a few seconds: left out of `just test-fast`.
+SLOW = {"tensors.py"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(EXPECTED)],
+)
 def test_example(name: str) -> None:
+    if name in NEEDS_TORCH:
+        pytest.importorskip("torch")
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         capture_output=True,

@@ -402,7 +402,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("mode", ["REQUIRED", "DISABLED"])
+@pytest.mark.parametrize("mode", ["REQUIRED", pytest.param("DISABLED", marks=pytest.mark.slow)])
 def test_actor_dies_with_its_parent(mode: str) -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT.format(mode=mode)],

@@ -162,6 +162,7 @@ async def run_chaos(
     return tally
 
 
+@pytest.mark.slow
 async def test_chaos() -> None:
     pytest.importorskip("torch")
     seconds = float(os.environ.get("PYISOLATE_CHAOS_SECONDS", "8"))

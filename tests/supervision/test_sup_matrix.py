@@ -50,6 +50,7 @@ async def _inflict(kind: str, rt: pyisolate.Runtime, ref: object) -> None:
             await ref.violate()  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", NORMAL + ABNORMAL)
 async def test_restart_type_against_exit(kind: str, tmp_path: Path, rt: pyisolate.Runtime) -> None:
     flag = tmp_path / "fail-start"

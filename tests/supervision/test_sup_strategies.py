@@ -46,6 +46,7 @@ async def test_start_failure_fails_the_supervisor(rt: pyisolate.Runtime, journal
     assert lines(journal) == ["start a", "stop a"]  # c never started; a was stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("strategy", "expected"),
     [
@@ -71,6 +72,7 @@ async def test_strategy(
     await sup.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", list(Strategy))
 async def test_intensity_exceeded(rt: pyisolate.Runtime, journal: Path, strategy: Strategy) -> None:
     sup = await rt.supervise(
@@ -103,6 +105,7 @@ async def test_stops_in_reverse_order_when_giving_up(rt: pyisolate.Runtime, jour
     assert lines(journal)[3:] == ["stop c", "stop b"]
 
 
+@pytest.mark.slow
 async def test_nested_escalation(rt: pyisolate.Runtime, journal: Path) -> None:
     inner = Supervisor(intensity=0, children=[worker("x", journal), worker("y", journal)])
     top = Supervisor(
