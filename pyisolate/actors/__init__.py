@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from ._blocking import BlockingActorRef, BlockingRuntime
     from ._calls import RemoteStream
     from ._exit import exit_actor
+    from ._launchers import ActorStart, ColdLauncher, Launcher
     from ._options import SpawnOptions
     from ._ref import ActorRef, RemoteMethod
     from ._runtime import Runtime
+    from ._spawning import SpawnRequest
     from ._supblocking import BlockingSupervisor
     from ._supchild import ChildCounts, ChildInfo, SupervisorStats
     from ._supervisor import SupervisorHandle
@@ -37,6 +39,7 @@ __all__ = [
     "BRUTAL_KILL",
     "Actor",
     "ActorRef",
+    "ActorStart",
     "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
@@ -44,12 +47,15 @@ __all__ = [
     "ChildCounts",
     "ChildInfo",
     "ChildSpec",
+    "ColdLauncher",
     "Heartbeat",
+    "Launcher",
     "RemoteMethod",
     "RemoteStream",
     "Restart",
     "Runtime",
     "SpawnOptions",
+    "SpawnRequest",
     "Strategy",
     "SupervisedRef",
     "Supervisor",
@@ -62,6 +68,10 @@ __all__ = [
 _WHERE = {
     "BlockingSupervisor": "._supblocking",
     "Actor": "._actor",
+    "ActorStart": "._launchers",
+    "ColdLauncher": "._launchers",
+    "Launcher": "._launchers",
+    "SpawnRequest": "._spawning",
     "ActorRef": "._ref",
     "BRUTAL_KILL": "._supspec",
     "Backoff": "._supspec",

@@ -194,6 +194,18 @@ def _install_log_forwarding(level: int) -> None:
 def _resolve_target(boot: dict[str, Any]) -> type:
     try:
         return _import_target(boot)
+    except ModuleNotFoundError as exc:
+        if not boot.get("main_alone"):
+            raise
+        raise ModuleNotFoundError(
+            f"{exc}. This actor runs in a sandbox that sees the script {boot['main_path']} but "
+            "not the files beside it (a script in a temporary or home directory is bound "
+            "alone: binding the whole directory would show the sandbox every file in it). "
+            "Move the script and the modules it imports into a directory of their own, bind "
+            "that directory with SandboxPolicy(ro_binds=[...]), or spawn with "
+            "sandbox=SandboxMode.DISABLED",
+            name=exc.name,
+        ) from exc
     except PermissionError as exc:
         if os.getuid() == 0:
             raise
@@ -226,10 +238,45 @@ def _import_main(path: str) -> None:
     import runpy
     import types
 
+    global importing_main
     module = types.ModuleType("__mp_main__")
     sys.modules["__mp_main__"] = module
-    namespace = runpy.run_path(path, run_name="__mp_main__")
+    importing_main = path  # a Runtime started now means the script has no guard
+    try:
+        namespace = runpy.run_path(path, run_name="__mp_main__")
+    except RuntimeError as exc:
+        # The script's own anyio.run()/asyncio.run() ran inside this actor's loop.
+        if any(hint in str(exc).lower() for hint in _NESTED_RUN):
+            raise RuntimeError(
+                f"{path} tried to run its event loop while an actor process was importing it "
+                "(actors import the main script to find the classes defined there). Put the "
+                'code that starts the Runtime under  if __name__ == "__main__":'
+            ) from exc
+        raise
+    finally:
+        importing_main = None
     module.__dict__.update(namespace)
+
+
+_NESTED_RUN = ("running event loop", "from inside a run()", "already running")
+
+#: The host's main script while this actor process imports it (see
+#: Runtime.__aenter__, which refuses to start then).
+importing_main: str | None = None
+
+
+def _explained(exc: Exception) -> Exception:
+    """A constructor that misses an argument named like one of spawn()'s own
+    keywords most likely had it taken by spawn: say how to pass it."""
+    text = str(exc)
+    if isinstance(exc, TypeError) and "argument" in text:
+        for key in ("name", "sandbox", "options", "init"):
+            if f"'{key}'" in text:
+                return TypeError(
+                    f"{text} (spawn() takes name=, sandbox=, options= and init= for itself: "
+                    f"pass a constructor argument called {key!r} as init={{{key!r}: ...}})"
+                )
+    return exc
 
 
 def _check_reachable(endpoint: str) -> None:
@@ -460,7 +507,7 @@ class ActorServer:
                     if hasattr(result, "__await__"):
                         await result
             except Exception as exc:
-                self._send(Kind.START_FAILED, 0, HOST, exception_to_wire(exc))
+                self._send(Kind.START_FAILED, 0, HOST, exception_to_wire(_explained(exc)))
                 self.pump.flush()
                 self.pump.closed = True
                 tg.cancel_scope.cancel()

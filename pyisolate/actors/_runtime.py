@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..errors import (
     ActorStartError,
     TransportError,
 )
-from ..sandbox import SandboxMode, build_launch
+from ..sandbox import LaunchRequest, SandboxMode, sandbox_for
 from ._calls import CallTable
 from ._capabilities import Capabilities
 from ._channel import (
@@ -58,6 +59,7 @@ from ._channel import (
     monitor_socket,
 )
 from ._fdbudget import FdBudget
+from ._launchers import ActorStart, ColdLauncher, ForkLauncher, Launcher
 from ._oob import LazySession, encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
@@ -66,14 +68,8 @@ from ._record import _Record
 from ._ref import ActorRef
 from ._router import Router
 from ._rundir import RuntimeDir, sweep_stale
-from ._spawnargs import (
-    SandboxArg,
-    is_installation_path,
-    own_uid,
-    sandbox_setting,
-    target_spec,
-    too_broad,
-)
+from ._spawnargs import SandboxArg, own_uid, sandbox_setting, target_spec
+from ._spawning import SpawnRequest, check_collisions, code_paths
 
 __all__ = ["Runtime"]
 
@@ -107,7 +103,14 @@ class Runtime(Router):
         options: SpawnOptions | None = None,
         sandbox: SandboxArg = SandboxMode.AUTO,
         limits: Limits | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
+        """``options``: the default :class:`SpawnOptions`; ``sandbox``: the
+        default sandbox (see :meth:`spawn`); ``limits``: what the host accepts
+        from an actor (:class:`~pyisolate.Limits`; actors get the same);
+        ``launcher``: how cold actors are started (default: a new process
+        each; tests inject :class:`pyisolate.actors.testing.RecordingLauncher`).
+        """
         self.options = options or SpawnOptions()
         self.sandbox = sandbox_setting(sandbox)
         self._codec = Codec(limits=limits)
@@ -118,6 +121,8 @@ class Runtime(Router):
         self._caps = Capabilities()
         self._host_handlers = self._make_host_handlers()
         self._fds = FdBudget()
+        self._launcher = launcher or ColdLauncher()
+        self._forks = ForkLauncher()  # templates: SpawnOptions(template=True), supervisors
         self.transport: Any = None
         self._open = False
         self._closed = False
@@ -132,6 +137,14 @@ class Runtime(Router):
     async def __aenter__(self) -> Runtime:
         if self._open or self._closed:
             raise RuntimeError("a Runtime can be entered only once")
+        child = sys.modules.get("pyisolate.actors._child")
+        script = getattr(child, "importing_main", None)
+        if script is not None:
+            raise RuntimeError(
+                f"{script} started a Runtime while an actor process was importing it (actors "
+                "import the main script to find the classes defined there). Put the code that "
+                'starts the Runtime under  if __name__ == "__main__":'
+            )
         sweep_stale()
         FdBudget.raise_soft_limit()
         self._dir = RuntimeDir()
@@ -159,6 +172,8 @@ class Runtime(Router):
         self.transport = LazySession(self._new_transport_session)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._launcher.bind(self._tg)
+        self._forks.bind(self._tg)
         self._tg.start_soon(self._pump.run)
         self._tg.start_soon(self._transport_ticker)
         self._tg.start_soon(self._monitor_pump.run)
@@ -197,6 +212,8 @@ class Runtime(Router):
             for record in reversed(records):
                 tg.start_soon(self.stop_actor, record.id, None)
         self.calls.fail_peer_all(lambda: ActorClosedError("the runtime was closed"))
+        await self._forks.aclose()
+        await self._launcher.aclose()
 
     @property
     def directory(self) -> Path:
@@ -219,8 +236,7 @@ class Runtime(Router):
         name: str | None = None,
         sandbox: SandboxArg | None = None,
         options: SpawnOptions | None = None,
-        _reuse_id: int | None = None,
-        _template: Any = False,
+        init: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor process running ``target(*args, **kwargs)``; return its
@@ -230,18 +246,27 @@ class Runtime(Router):
         or a ``"module:Class"`` string. Start-up failures raise ActorStartError
         with the child's traceback.
 
-        ``sandbox``: a :class:`SandboxMode`, a :class:`SandboxPolicy` (run under
-        AUTO), or a ``(mode, policy)`` pair; default: the runtime's.
-        ``options``: a :class:`SpawnOptions`; every other keyword goes to the
-        actor's constructor.
+        ``name``: the actor's name (unique among running actors; default
+        ``<class>-<id>``). ``sandbox``: a :class:`SandboxMode`, a
+        :class:`SandboxPolicy` (run under AUTO), or a ``(mode, policy)`` pair;
+        default: the runtime's. ``options``: a :class:`SpawnOptions`. Every
+        other keyword goes to the actor's constructor; ``init={...}`` passes
+        constructor keywords named like these four.
         """
+        check_collisions(target, {"name": name, "sandbox": sandbox, "options": options}, init or {})
+        return await self._spawn(
+            SpawnRequest(target, args, {**(init or {}), **kwargs}, name, sandbox, options)
+        )
+
+    async def _spawn(self, request: SpawnRequest) -> ActorRef:
+        """prepare -> launch -> wait for READY (supervisors come in here too)."""
         if not self._open:
             raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
-        opts = options or self.options
-        spec, main_path = target_spec(target)
+        opts = request.options or self.options
+        spec, main_path = target_spec(request.target)
         # A supervisor restarts a child under its old id: references follow it.
-        actor_id = next(self._ids) if _reuse_id is None else _reuse_id
-        name = name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
+        actor_id = next(self._ids) if request.actor_id is None else request.actor_id
+        name = request.name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
         if any(
             r.name == name and r.state in ("starting", "running") for r in self._records.values()
         ):
@@ -249,137 +274,128 @@ class Runtime(Router):
         # References to this id are granted with its token (kept across restarts).
         self._caps.new_actor(actor_id)
         with self._fds.reserve(name):
-            mode, policy = sandbox_setting(sandbox) if sandbox is not None else self.sandbox
-            # A template without a scope is shared by every actor of these settings.
-            shared_template = (_template is True) or (opts.template and _template is False)
-            policy = own_uid(policy, actor_id, shared=shared_template)
-            host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            # Encode the constructor arguments first: an argument that cannot be
-            # sent raises TypeError here, before a process is started. Their
-            # tensors' fds wait in the side channel until the actor reads them.
-            ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
+            start = self._prepare(request, opts, spec, main_path, actor_id, name)
+            record = start.record
             try:
-                init_body = encode_with_fds(
-                    self._codec, [list(args), kwargs], host_end, ectx, self._check_size
-                )
-            except BaseException:
-                host_end.close()
-                child_end.close()
-                raise
-            record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
-            record.init_nfds = len(ectx.fds)
-            self._records[actor_id] = record
-            host_end.setblocking(False)
-            enable_credentials(host_end)
-            record.channel = host_end
-            sys_path = [
-                os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)
-            ]
-            if opts.python:
-                # Another interpreter (a virtual environment) keeps its own
-                # packages; it only gets our code directories in front of them.
-                sys_path = [p for p in sys_path if not is_installation_path(p)]
-            boot = {
-                "endpoint": self.endpoint,
-                "actor_id": actor_id,
-                "token": record.token,
-                "name": name,
-                "target": spec,
-                "main_path": main_path,
-                "sys_path": sys_path,
-                "sys_path_mode": "prepend" if opts.python else "replace",
-                "channel_fd": child_end.fileno(),
-                "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
-                "sync_threads": opts.sync_threads,
-                "backend": opts.backend,
-                "cwd": opts.cwd or os.getcwd(),
-                "max_frame": self._codec.limits.max_frame,
-            }
-            argv = python_command(opts.python, _PKG_ROOT if opts.python is None else None)
-            ro_binds = [p for p in sys_path if not too_broad(p)] + [_PKG_ROOT]
-            if main_path:
-                # The script's directory holds the modules it imports; but a script
-                # in a temp or home directory gets itself alone: binding those would
-                # show the sandbox every file beside it.
-                main_dir = os.path.dirname(main_path)
-                ro_binds.append(main_path if too_broad(main_dir) else main_dir)
-            if opts.python:
-                ro_binds.append(os.path.dirname(os.path.dirname(os.path.abspath(opts.python))))
-            if _template is not False or opts.template:
-                # Fork from a warm template (see _template); None: it went cold.
-                # A non-boolean ``_template`` scopes the template to one owner.
-                from ._template import spawn_forked
-
-                scope = None if isinstance(_template, bool) else _template
-                forked = await spawn_forked(
-                    self,
-                    record,
-                    boot,
-                    mode,
-                    policy,
-                    opts,
-                    ro_binds,
-                    child_end,
-                    _PKG_ROOT,
-                    scope=scope,
-                )
-                if forked is not None:
-                    return forked  # type: ignore[no-any-return]
-            try:
-                plan = build_launch(
-                    policy,
-                    mode,
-                    argv,
-                    env=self._child_env(opts),
-                    ro_binds=ro_binds,
-                    rw_binds=[],
-                    socket_paths=[self.socket_path],
-                    pass_fds=[child_end.fileno()],
-                    cgroup=True,
-                )
+                process = None
+                if start.template_scope is not None:
+                    process = await self._forks.launch(start)
+                if process is None:
+                    process = await self._launcher.launch(start)
+                if process is None:
+                    raise ActorStartError(
+                        f"the launcher {self._launcher!r} did not start actor {name!r}", actor=name
+                    )
             except BaseException:
                 record.state = "dead"
-                child_end.close()
                 self._close_channel(record)
                 raise
-            record.isolation = plan.isolation
-            try:
-                record.process = ActorProcess(
-                    plan.argv,
-                    env=plan.env,
-                    bootstrap=boot,
-                    pass_fds=plan.pass_fds,
-                    logger=logging.getLogger(f"pyisolate.actor.{name}"),
-                    cwd=opts.cwd,
-                    returncode_map=plan.actor_returncode,
-                    cgroup=plan.cgroup,
-                )
-            except OSError as exc:
-                record.state = "dead"
-                self._close_channel(record)
-                raise ActorStartError(f"could not start actor {name!r}: {exc}", actor=name) from exc
             finally:
-                plan.close()
-                child_end.close()
-            self._tg.start_soon(self._watch, record)
-            self._tg.start_soon(record.process.pump_output, "stdout")
-            self._tg.start_soon(record.process.pump_output, "stderr")
-            try:
-                with anyio.fail_after(opts.start_timeout):
-                    await record.ready.wait()
-            except TimeoutError:
-                record.process.kill()
-                raise ActorStartError(
-                    f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
-                ) from None
-            except BaseException:
-                record.process.kill()
-                raise
-            if record.start_error is not None:
-                record.process.kill()
-                raise record.start_error
-            assert record.ref is not None
-            return record.ref
+                start.child_end.close()
+            return await self._until_ready(record, process)
+
+    def _prepare(
+        self,
+        request: SpawnRequest,
+        opts: SpawnOptions,
+        spec: str,
+        main_path: str | None,
+        actor_id: int,
+        name: str,
+    ) -> ActorStart:
+        """The actor's record, encoded constructor arguments, bootstrap and
+        launch request. An argument that cannot be sent raises TypeError here,
+        before a process is started; its tensors' fds wait in the side channel
+        until the actor reads them."""
+        mode, policy = (
+            sandbox_setting(request.sandbox) if request.sandbox is not None else self.sandbox
+        )
+        scope = request.template_scope
+        if scope is False:
+            scope = True if opts.template else None
+        # A template without a scope is shared by every actor of these settings.
+        policy = own_uid(policy, actor_id, shared=scope is True)
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
+        try:
+            body = [list(request.args), dict(request.kwargs)]
+            init_body = encode_with_fds(self._codec, body, host_end, ectx, self._check_size)
+        except BaseException:
+            host_end.close()
+            child_end.close()
+            raise
+        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
+        record.init_nfds = len(ectx.fds)
+        self._records[actor_id] = record
+        host_end.setblocking(False)
+        enable_credentials(host_end)
+        record.channel = host_end
+        sys_path, ro_binds, main_alone = code_paths(opts, main_path, _PKG_ROOT)
+        boot = {
+            "endpoint": self.endpoint,
+            "actor_id": actor_id,
+            "token": record.token,
+            "name": name,
+            "target": spec,
+            "main_path": main_path,
+            "main_alone": main_alone and mode is not SandboxMode.DISABLED,
+            "sys_path": sys_path,
+            "sys_path_mode": "prepend" if opts.python else "replace",
+            "channel_fd": child_end.fileno(),
+            "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
+            "sync_threads": opts.sync_threads,
+            "backend": opts.backend,
+            "cwd": opts.cwd or os.getcwd(),
+            "max_frame": self._codec.limits.max_frame,
+        }
+        launch = LaunchRequest(
+            argv=tuple(python_command(opts.python, _PKG_ROOT if opts.python is None else None)),
+            env=self._child_env(opts),
+            ro_binds=tuple(ro_binds),
+            socket_paths=(self.socket_path,),
+            pass_fds=(child_end.fileno(),),
+        )
+        return ActorStart(
+            record, boot, launch, sandbox_for(mode, policy), opts, child_end, _PKG_ROOT, scope
+        )
+
+    async def _until_ready(self, record: _Record, process: ActorProcess) -> ActorRef:
+        """Watch a launched actor and wait for its READY (or its failure)."""
+        record.process = process
+        self._tg.start_soon(self._watch, record)
+        self._tg.start_soon(process.pump_output, "stdout")
+        self._tg.start_soon(process.pump_output, "stderr")
+        timeout = record.options.start_timeout
+        try:
+            with anyio.fail_after(timeout):
+                await record.ready.wait()
+        except TimeoutError:
+            process.kill()
+            raise ActorStartError(
+                f"actor {record.name!r} did not start within {timeout} s", actor=record.name
+            ) from None
+        except BaseException:
+            process.kill()
+            raise
+        if record.start_error is not None:
+            process.kill()
+            raise record.start_error
+        assert record.ref is not None
+        return record.ref
+
+    # -- for supervisors (pyisolate's own layers above the core) -----------------
+
+    def reserve_actor_id(self) -> int:
+        """A fresh actor id, for a :class:`SpawnRequest` made ahead of its spawn."""
+        return next(self._ids)
+
+    async def spawn_request(self, request: SpawnRequest) -> ActorRef:
+        """Spawn from a :class:`SpawnRequest` (a reused id, a template scope)."""
+        return await self._spawn(request)
+
+    def release_template(self, scope: Any) -> None:
+        """Shut down the templates scoped to ``scope`` (their owner is done)."""
+        self._forks.release(scope)
 
     def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
         """The variables pyisolate sets for an actor; the sandbox adds the host

@@ -14,7 +14,7 @@ reverse order and fails with RestartIntensityError: a parent supervisor
 handles that as its child's abnormal exit; at the top the error is logged and
 raised by :meth:`SupervisorHandle.wait` (and by calls on its references).
 
-Restarted actors keep their actor id (``Runtime.spawn(_reuse_id=...)``), so
+Restarted actors keep their actor id (``SpawnRequest(actor_id=...)``), so
 references stay valid; see ``_supref`` for how calls behave meanwhile.
 """
 
@@ -30,13 +30,13 @@ import anyio.abc
 
 from ..errors import SupervisorError
 from ._process import KILL_GRACE
+from ._spawning import SpawnRequest
 from ._supchild import ChildCounts, ChildInfo, Slot, SupervisorStats
 from ._suphold import register, unregister
 from ._supref import SupervisedRef
 from ._suprestart import restart
 from ._supspec import BRUTAL_KILL, ChildSpec, Restart, Supervisor
 from ._supwatch import heartbeat_loop, watch_actor, watch_nested
-from ._template import release_templates
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -49,7 +49,7 @@ _ACTIVE = ("running", "restarting", "stopping")
 
 
 def template_scope(actor_id: int) -> tuple[str, int]:
-    """The template scope of a supervised child (``Runtime.spawn(_template=)``):
+    """The template scope of a supervised child (``SpawnRequest(template_scope=)``):
     its own, by its actor id, which every incarnation keeps."""
     return ("child", actor_id)
 
@@ -287,18 +287,20 @@ class SupervisorHandle:
                 # The id is fixed before the first start: the child's template
                 # (and so its sandbox) is keyed by it from the start, so that
                 # siblings never share one and restarts reuse the child's own.
-                slot.actor_id = next(rt._ids)
+                slot.actor_id = rt.reserve_actor_id()
             assert slot.actor_id is not None
             try:
-                ref = await rt.spawn(
-                    spec.target,
-                    *spec.args,
-                    name=f"{self.prefix}{spec.id}",
-                    options=spec.options,
-                    sandbox=spec.sandbox,
-                    _reuse_id=slot.actor_id,
-                    _template=template_scope(slot.actor_id) if spec.template else False,
-                    **spec.kwargs,
+                ref = await rt.spawn_request(
+                    SpawnRequest(
+                        spec.target,
+                        tuple(spec.args),
+                        dict(spec.kwargs),
+                        name=f"{self.prefix}{spec.id}",
+                        sandbox=spec.sandbox,
+                        options=spec.options,
+                        actor_id=slot.actor_id,
+                        template_scope=template_scope(slot.actor_id) if spec.template else False,
+                    )
                 )
             except BaseException:
                 if first:  # the slot is dropped: so is the template made for it
@@ -385,7 +387,7 @@ class SupervisorHandle:
     def _release_template(self, slot: Slot) -> None:
         """Shut down the child's own template: it will not start from it again."""
         if slot.actor_id is not None and not slot.spec.is_supervisor and slot.spec.template:
-            release_templates(self.runtime, template_scope(slot.actor_id))
+            self.runtime.release_template(template_scope(slot.actor_id))
 
     def _delete(self, slot: Slot) -> None:
         if slot in self._slots:

@@ -1,11 +1,11 @@
 """The host's side of warm templates (see ``_forkserver``): spawn by fork.
 
-``Runtime.spawn(..., _template=True)`` (supervisors do this for every
-restart; ``SpawnOptions(template=True)`` once it exists) asks here for a
-template that matches the actor's interpreter, environment, sandbox policy
-and binds, starts one if needed, and has it fork the actor. Where that is
-impossible (no ``fork``, not Linux, the template failed, a CUDA context in
-it) the spawn goes cold, and a debug record says why.
+The fork launcher (``_launchers.ForkLauncher``; used for
+``SpawnOptions(template=True)`` and for every supervised child) asks the
+:class:`TemplatePool` for a template that matches the actor's interpreter,
+environment, sandbox and binds, starts one if needed, and has it fork the
+actor. Where that is impossible (no ``fork``, not Linux, the template failed,
+a CUDA context in it) the spawn goes cold, and a debug record says why.
 
 A forked actor is not the host's child: its exit status comes from the
 template, which reaps it; :class:`ForkedProcess` gives the runtime the same
@@ -30,8 +30,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
-from ..errors import ActorStartError
 from ._bootstrap import write_bootstrap
 from ._forkserver import recv_message_from, send_message
 from ._peercred import enable_credentials
@@ -39,10 +39,9 @@ from ._pidfd import ProcessHandle
 from ._process import ActorProcess
 
 if TYPE_CHECKING:
-    from ._record import _Record
-    from ._runtime import Runtime
+    from ..sandbox import LaunchRequest, Sandbox
 
-__all__ = ["ForkedProcess", "TemplatePool", "release_templates", "spawn_forked"]
+__all__ = ["ForkedProcess", "Template", "TemplatePool", "template_command"]
 
 log = logging.getLogger("pyisolate.template")
 
@@ -55,6 +54,12 @@ _PREFIX = (
     "import sys; sys.path.insert(0, {root!r}); "
     "from pyisolate.actors._forkserver import template_main; template_main()"
 )
+
+
+def template_command(python: str | None, pkg_root: str) -> tuple[str, ...]:
+    """The command that starts a template (``pkg_root``: where this pyisolate
+    lives, put first on its path; empty for another interpreter)."""
+    return (python or sys.executable, "-c", _PREFIX.format(root=pkg_root))
 
 
 class _Pipes:
@@ -187,8 +192,7 @@ class Template:
     dead, so that callers fail and supervisors restart.
     """
 
-    def __init__(self, rt: Runtime, key: Any) -> None:
-        self.rt = rt
+    def __init__(self, key: Any) -> None:
         self.key = key
         self.ready = anyio.Event()
         self.failed: str | None = None
@@ -208,15 +212,15 @@ class Template:
 
     async def run(
         self,
-        plan_args: dict[str, Any],
+        sandbox: Sandbox,
+        request: LaunchRequest,
         config: dict[str, Any],
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start the template and serve its control socket until the runtime
-        ends or the template is closed or declared dead."""
-        from ..sandbox import build_launch
-
+        """Start the template (``request`` run in ``sandbox``; ``config`` is its
+        bootstrap) and serve its control socket until the runtime ends or the
+        template is closed or declared dead."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ctl = host_end
         # Every message the template sends then carries its pid, translated by
@@ -224,19 +228,7 @@ class Template:
         enable_credentials(host_end)
         control_fd = child_end.fileno()
         try:
-            argv = [
-                plan_args.pop("python") or sys.executable,
-                "-c",
-                _PREFIX.format(root=plan_args.pop("pkg_root")),
-            ]
-            plan = build_launch(
-                plan_args.pop("policy"),
-                plan_args.pop("mode"),
-                argv,
-                pass_fds=[child_end.fileno()],
-                cgroup=True,
-                **plan_args,
-            )
+            plan = sandbox.plan(attrs.evolve(request, pass_fds=(control_fd,), cgroup=True))
             # The template and every actor forked from it share one cgroup:
             # they are bounded together and die together.
             self.cgroup = plan.cgroup
@@ -440,105 +432,23 @@ class Template:
 
 
 class TemplatePool:
-    """The templates of one runtime, by (interpreter, environment, sandbox, scope)."""
+    """The templates of one runtime, by (interpreter, environment, sandbox,
+    binds, scope); their serving tasks run in the runtime's task group."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, task_group: Any) -> None:
+        self._tg = task_group
         self.templates: dict[Any, Template] = {}
 
-    async def get(self, key: Any, plan_args: dict[str, Any], config: dict[str, Any]) -> Template:
+    async def get(
+        self, key: Any, sandbox: Sandbox, request: LaunchRequest, config: dict[str, Any]
+    ) -> Template:
         template = self.templates.get(key)
         if template is None or template.failed is not None:
-            template = self.templates[key] = Template(self.rt, key)
-            await self.rt._tg.start(template.run, plan_args, config)
+            template = self.templates[key] = Template(key)
+            await self._tg.start(template.run, sandbox, request, config)
         return template
 
     def release(self, scope: Any) -> None:
         """Shut down the templates of ``scope`` (their owner needs them no more)."""
         for key in [k for k in self.templates if k[-1] == scope]:
             self.templates.pop(key).close()
-
-
-def release_templates(rt: Runtime, scope: Any) -> None:
-    """Shut down the templates scoped to ``scope`` (``spawn(_template=scope)``),
-    if any: a supervised child stopped for good needs its own no more."""
-    pool: TemplatePool | None = rt.__dict__.get("_template_pool")
-    if pool is not None:
-        pool.release(scope)
-
-
-def _preload_for(target: str) -> list[str]:
-    module = target.partition(":")[0]
-    return [] if module in ("__main__", "__mp_main__") else [module]
-
-
-async def spawn_forked(
-    rt: Runtime,
-    record: _Record,
-    boot: dict[str, Any],
-    mode: Any,
-    policy: Any,
-    opts: Any,
-    ro_binds: list[str],
-    child_end: socket.socket,
-    pkg_root: str,
-    scope: Any = None,
-) -> Any:
-    """Spawn ``record``'s actor from a template; None: start it cold instead."""
-    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
-        log.debug("actor %r starts cold: no fork on %s", record.name, sys.platform)
-        return None
-    env = rt._child_env(opts)
-    key = (str(mode), repr(policy), opts.python, tuple(sorted(env.items())), tuple(ro_binds), scope)
-    pool: TemplatePool = rt.__dict__.setdefault("_template_pool", TemplatePool(rt))
-    plan_args = {
-        "python": opts.python,
-        "pkg_root": pkg_root if opts.python is None else "",
-        "policy": policy,
-        "mode": mode,
-        "env": env,
-        "ro_binds": ro_binds,
-        "rw_binds": [],
-        "socket_paths": [rt.socket_path],
-    }
-    config = {
-        "sys_path": boot["sys_path"],
-        "cwd": boot.get("cwd"),
-        "preload": _preload_for(boot["target"]),
-    }
-    name = record.name
-    try:
-        template = await pool.get(key, plan_args, config)
-        process = await template.fork(
-            _preload_for(boot["target"]),
-            child_end,
-            int(boot["channel_fd"]),
-            logging.getLogger(f"pyisolate.actor.{name}"),
-            opts.start_timeout,
-        )
-    except Exception as exc:
-        log.debug("actor %r starts cold: the template failed: %s", name, exc)
-        return None
-    child_end.close()
-    record.isolation = getattr(template, "isolation", "none")
-    record.process = process
-    write_bootstrap(process._stdin.fileno(), boot)
-    rt._tg.start_soon(rt._watch, record)
-    rt._tg.start_soon(process.pump_output, "stdout")
-    rt._tg.start_soon(process.pump_output, "stderr")
-    try:
-        with anyio.fail_after(opts.start_timeout):
-            await record.ready.wait()
-    except TimeoutError:
-        process.kill()
-        raise ActorStartError(
-            f"actor {name!r} did not start within {opts.start_timeout} s", actor=name
-        ) from None
-    except BaseException:
-        process.kill()
-        raise
-    if record.start_error is not None:
-        process.kill()
-        raise record.start_error
-    assert record.ref is not None
-    return record.ref

@@ -1,8 +1,10 @@
 """Bubblewrap sandboxes for actors: policy, launcher, restriction detection.
 
-The runtime calls :func:`build_launch` for every actor start and runs the
-returned :class:`LaunchPlan`; ``doctor`` prints :func:`capabilities`. See the
-Sandbox section of the design and ``seed/platform_compatibility.md``.
+A :class:`Sandbox` (:class:`Bubblewrap`, or :class:`NullSandbox` for no
+sandbox) turns a :class:`LaunchRequest` into a :class:`LaunchPlan` that the
+runtime's launchers run; :func:`build_launch` is the function underneath.
+``doctor`` prints :func:`capabilities`; :func:`detect_restriction_model` says
+what this machine allows.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ from ._doctor import capabilities
 from ._launch import SandboxWarning, build_launch
 from ._plan import Isolation, LaunchPlan
 from ._policy import DEFAULT_ENV_ALLOW, ResourceLimits, SandboxMode, SandboxPolicy
+from ._sandbox import Bubblewrap, LaunchRequest, NullSandbox, Sandbox, sandbox_for
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
+    "Bubblewrap",
     "Detection",
     "Isolation",
     "LaunchPlan",
+    "LaunchRequest",
+    "NullSandbox",
     "ResourceLimits",
     "RestrictionModel",
+    "Sandbox",
     "SandboxMode",
     "SandboxPolicy",
     "SandboxWarning",
@@ -34,4 +41,5 @@ __all__ = [
     "clear_cache",
     "detect",
     "detect_restriction_model",
+    "sandbox_for",
 ]

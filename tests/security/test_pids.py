@@ -290,7 +290,7 @@ async def test_closing_a_frozen_template_does_not_block_the_loop(sandboxed: None
             async with pyisolate.Runtime() as rt:
                 ref = await rt.spawn(PROWLER, options=FORKED)
                 await ref.stop()
-                (template,) = rt._template_pool.templates.values()  # type: ignore[attr-defined]
+                (template,) = rt._forks._pool.templates.values()  # type: ignore[union-attr]
                 template_pid = template.template_pid  # the kernel's number, not the sandbox's
                 assert template_pid in descendants()
                 os.kill(template_pid, signal.SIGSTOP)  # idle, and frozen
