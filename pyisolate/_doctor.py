@@ -17,7 +17,7 @@ __all__ = ["doctor_rows", "run_doctor"]
 def _core_rows() -> list[tuple[str, str]]:
     import zmq
 
-    from .actors._options import default_compute_threads
+    from .actors import default_compute_threads
 
     rows = [
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),

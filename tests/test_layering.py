@@ -160,3 +160,149 @@ def test_importing_pyisolate_does_not_import_torch_or_numpy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the import graph: no cycles, no private modules across packages ------------
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(("pyisolate", *_module_parts(path)))
+
+
+MODULES = {_module_name(p): p for p in SOURCES}
+
+
+def _runtime_imports(path: Path, source: str | None = None) -> set[str]:
+    """pyisolate modules ``path`` imports when it runs (anywhere in the file,
+    functions included), leaving out ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(source if source is not None else path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = [ast.Pass()]
+    stripped = ast.unparse(tree)
+    found = set()
+    for target in _imported(path, stripped):
+        name = ".".join(("pyisolate", *target))
+        if name in MODULES:
+            found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: _runtime_imports(path) - {name} for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _package_of(name: str) -> str:
+    module = MODULES[name]
+    return _module_name(module.parent / "__init__.py") if module.name != "__init__.py" else name
+
+
+def _is_private(name: str) -> bool:
+    return any(part.startswith("_") and part != "__init__" for part in name.split(".")[1:])
+
+
+def test_no_import_cycles() -> None:
+    # Package __init__ files re-export lazily, so they are left out: a cycle
+    # through a facade is not one at run time.
+    graph = {
+        name: {t for t in targets if not MODULES[t].name == "__init__.py"}
+        for name, targets in _graph().items()
+        if MODULES[name].name != "__init__.py"
+    }
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_cycles() -> None:
+    # Positive control: a made-up graph with one cycle of three and a self-loop free tail.
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_runtime_imports_leave_out_type_checking_blocks() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ..actors._runtime import Runtime\n"
+        "def f():\n    from ..sandbox import _policy\n"
+    )
+    found = _runtime_imports(ROOT / "transport" / "_x.py", source)
+    assert "pyisolate.actors._runtime" not in found
+    assert "pyisolate.sandbox._policy" in found
+
+
+def _private_imports_across_packages() -> list[str]:
+    bad = []
+    for name, targets in _graph().items():
+        own = _package_of(name)
+        for target in targets:
+            if _package_of(target) != own and _is_private(target.removeprefix(_package_of(target))):
+                # A private module of another package (its facade is the door);
+                # the top-level _internal modules are the seed's documented paths.
+                bad.append(f"{name} -> {target}")
+    return sorted(bad)
+
+
+def test_no_private_module_is_imported_across_packages() -> None:
+    assert _private_imports_across_packages() == []
+
+
+def test_transport_and_sandbox_are_siblings() -> None:
+    graph = _graph()
+    for name, targets in graph.items():
+        if name.startswith("pyisolate.transport"):
+            assert not any(t.startswith("pyisolate.sandbox") for t in targets), name
+        if name.startswith("pyisolate.sandbox"):
+            assert not any(t.startswith("pyisolate.transport") for t in targets), name
+
+
+# -- environment variables are named once -------------------------------------------
+
+
+def test_every_environment_variable_is_spelled_once() -> None:
+    import re
+
+    seen: dict[str, list[str]] = {}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"PYISOLATE_[A-Z0-9_]+", node.value)
+            ):
+                seen.setdefault(node.value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    repeated = {name: where for name, where in seen.items() if len(where) > 1}
+    assert repeated == {}, "define each variable's name once and import it"

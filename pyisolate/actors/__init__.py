@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ._calls import RemoteStream
     from ._exit import exit_actor
     from ._launchers import ActorStart, ColdLauncher, Launcher
-    from ._options import SpawnOptions
+    from ._options import SpawnOptions, default_compute_threads
     from ._ref import ActorRef, RemoteMethod
     from ._runtime import Runtime
     from ._spawning import SpawnRequest
@@ -61,6 +61,7 @@ __all__ = [
     "Supervisor",
     "SupervisorHandle",
     "SupervisorStats",
+    "default_compute_threads",
     "exit_actor",
     "idempotent",
 ]
@@ -91,6 +92,7 @@ _WHERE = {
     "Supervisor": "._supspec",
     "SupervisorHandle": "._supervisor",
     "SupervisorStats": "._supchild",
+    "default_compute_threads": "._options",
     "exit_actor": "._exit",
     "idempotent": "._supspec",
 }

@@ -29,6 +29,7 @@ import anyio
 
 from .._wire import (
     HEADER_SIZE,
+    HOST,
     PROTOCOL_VERSION,
     Codec,
     DecodeContext,
@@ -40,7 +41,6 @@ from .._wire import (
     exception_to_wire,
     split_batch,
 )
-from .._wire._envelope import HOST
 from ..errors import ProtocolError
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._bootstrap import read_bootstrap
@@ -52,7 +52,6 @@ from ._ref import ActorRef
 
 __all__ = ["main"]
 
-LOG_PREFIX = "\x1bpyisolate-log "
 _DONE = object()
 _BATCH = bytes([Kind.BATCH])
 _current: ActorServer | None = None

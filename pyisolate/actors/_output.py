@@ -49,7 +49,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._child import LOG_PREFIX
+#: Starts a line of an actor's stderr that carries a log record.
+LOG_PREFIX = "\x1bpyisolate-log "
 
 __all__ = [
     "BURST",

@@ -21,6 +21,7 @@ import msgpack
 
 from .._wire import (
     HEADER_SIZE,
+    HOST,
     PROTOCOL_VERSION,
     Codec,
     DecodeContext,
@@ -29,7 +30,6 @@ from .._wire import (
     encode_header,
     split_batch,
 )
-from .._wire._envelope import HOST
 from ..errors import (
     ActorClosedError,
     ActorDiedError,

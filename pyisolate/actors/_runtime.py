@@ -29,6 +29,7 @@ import msgpack
 
 from .._wire import (
     HEADER_SIZE,
+    HOST,
     Codec,
     EncodeContext,
     Kind,
@@ -36,7 +37,6 @@ from .._wire import (
     encode_header,
     exception_to_wire,
 )
-from .._wire._envelope import HOST
 from ..errors import (
     ActorClosedError,
     ActorDiedError,
@@ -223,7 +223,8 @@ class Runtime(Router):
     @classmethod
     def blocking(cls, **kwargs: Any) -> Any:
         """The same API for synchronous code: ``with Runtime.blocking() as rt:``."""
-        from ._blocking import BlockingRuntime
+        # Through the package's door: _blocking imports this module.
+        from . import BlockingRuntime
 
         return BlockingRuntime(**kwargs)
 

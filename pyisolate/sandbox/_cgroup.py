@@ -498,6 +498,6 @@ def _warn_once(message: str) -> None:
     global _warned
     if not _warned:
         _warned = True
-        from ._launch import SandboxWarning
+        from ._policy import SandboxWarning
 
         warnings.warn(SandboxWarning(message + "; actors run with rlimits only"), stacklevel=3)

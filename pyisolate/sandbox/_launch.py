@@ -16,13 +16,9 @@ from ..errors import SandboxUnavailableError
 from ._cgroup import ActorCgroup, new_actor_cgroup
 from ._detect import Detection, detect
 from ._plan import LaunchPlan, sandboxed_plan, unsandboxed_plan
-from ._policy import SandboxMode, SandboxPolicy
+from ._policy import SandboxMode, SandboxPolicy, SandboxWarning
 
 __all__ = ["SandboxWarning", "build_launch", "wants_gpu"]
-
-
-class SandboxWarning(UserWarning):
-    """AUTO ran an actor with less isolation than full (degraded or none)."""
 
 
 def wants_gpu(policy: SandboxPolicy, env: Mapping[str, str], *, cuda_transport: bool) -> bool:

@@ -22,7 +22,13 @@ __all__ = [
     "ResourceLimits",
     "SandboxMode",
     "SandboxPolicy",
+    "SandboxWarning",
 ]
+
+
+class SandboxWarning(UserWarning):
+    """AUTO ran an actor with less isolation than full (degraded or none), or
+    a resource ceiling could not be applied as asked."""
 
 
 class SandboxMode(enum.Enum):

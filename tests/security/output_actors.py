@@ -12,7 +12,7 @@ import sys
 import time
 
 import pyisolate
-from pyisolate.actors._child import LOG_PREFIX
+from pyisolate.actors._output import LOG_PREFIX
 
 
 def _write(fd: int, data: bytes) -> None:
