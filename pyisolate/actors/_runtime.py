@@ -137,7 +137,7 @@ class Runtime(Router):
     async def __aenter__(self) -> Runtime:
         if self._open or self._closed:
             raise RuntimeError("a Runtime can be entered only once")
-        child = sys.modules.get("pyisolate.actors._child")
+        child = sys.modules.get("pyisolate.actors._target")
         script = getattr(child, "importing_main", None)
         if script is not None:
             raise RuntimeError(
