@@ -18,6 +18,12 @@ and so do the baselines.
 
     python -m benchmarks tensors            # 1 MiB and 64 MiB, < 40 s
     python -m benchmarks tensors --big      # adds 512 MiB and the copies, < 2 min
+    python -m benchmarks tensors --gpu-only # only the GPU rows (bench_tensors_gpu)
+
+Where CUDA is available the GPU rows follow (``benchmarks/bench_tensors_gpu.py``:
+CUDA IPC against torch.multiprocessing and in-process, CUDA actor spawns, GPU
+memory of actors sharing weights); elsewhere the reason is printed instead.
+``--gpu`` insists on them (an error without CUDA), ``--no-gpu`` leaves them out.
 """
 
 from __future__ import annotations
@@ -288,13 +294,42 @@ def _fmt_time(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks tensors", description=__doc__)
     parser.add_argument("--big", action="store_true", help="add 512 MiB and the copies")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", action="store_true", help="the GPU rows, or an error without CUDA")
+    gpu.add_argument("--no-gpu", action="store_true", help="leave the GPU rows out")
+    gpu.add_argument("--gpu-only", action="store_true", help="only the GPU rows")
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "disabled"),
+        default="auto",
+        help="the GPU rows' actors: the runtime's AUTO sandbox, or none",
+    )
     args = parser.parse_args(argv)
 
+    from benchmarks import bench_tensors_gpu
+
+    reason = bench_tensors_gpu.unavailable_reason()
+    if (args.gpu or args.gpu_only) and reason is not None:
+        parser.error(f"the GPU rows cannot run: {reason}")
+    flat: dict[str, float] = {}
+    if not args.gpu_only:
+        flat.update(_cpu_rows(args.big))
+    if args.no_gpu:
+        print("GPU rows: left out (--no-gpu)")
+    elif reason is not None:
+        print(f"GPU rows: skipped: {reason}")
+    else:
+        mode = pyisolate.SandboxMode.DISABLED if args.sandbox == "disabled" else None
+        flat.update(bench_tensors_gpu.run(sandbox=mode))
+    return flat
+
+
+def _cpu_rows(big: bool) -> dict[str, float]:
     import anyio
     import torch
 
     torch.set_num_threads(1)
-    sizes = [MiB, 64 * MiB] + ([512 * MiB] if args.big else [])
+    sizes = [MiB, 64 * MiB] + ([512 * MiB] if big else [])
     rows = [
         "consume fresh",
         "consume shared",
@@ -310,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, dict[int, float]] = {r: {} for r in rows}
     started = time.perf_counter()
     _baselines(sizes, results)
-    copies = anyio.run(_through_actors, sizes, results, args.big)
+    copies = anyio.run(_through_actors, sizes, results, big)
 
     base_of = {
         "consume fresh": "in-process copy_+sum",

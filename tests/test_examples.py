@@ -33,6 +33,8 @@ EXPECTED = {
         "unsandboxed, for contrast: host data, s3cret",
         "REQUIRED: full isolation",
     ],
+    # On a GPU: CUDA IPC between actors; elsewhere the same code on CPU tensors.
+    "gpu_tensors.py": ["device: ", "values intact: yes", "done"],
     "streaming.py": ["squares: [0, 1, 4, 9, 16, 25]", "sum of 0..100: 5050"],
     "crash.py": [
         "remote exception, same type: ZeroDivisionError",
@@ -47,9 +49,9 @@ def test_every_example_is_checked() -> None:
 
 
 # Examples that need torch (skipped where it is not installed: it is optional).
-NEEDS_TORCH = {"tensors.py"}
+NEEDS_TORCH = {"tensors.py", "gpu_tensors.py"}
 # Examples that take more than a few seconds: left out of `just test-fast`.
-SLOW = {"tensors.py"}
+SLOW = {"tensors.py", "gpu_tensors.py"}
 
 
 @pytest.mark.parametrize(
