@@ -36,6 +36,10 @@ lint:
 typecheck:
     {{python}} -m mypy
 
+# Build the user guide and API reference into build/site (warnings are errors)
+docs:
+    {{python}} -m mkdocs build --strict
+
 # Run the benchmarks and print their tables
 bench *args:
     {{python}} -m benchmarks {{args}}

@@ -1,6 +1,6 @@
 """Every exception pyisolate raises, in one place.
 
-The tree::
+The tree:
 
     PyisolateError
     ├── ActorError                  something went wrong with one actor

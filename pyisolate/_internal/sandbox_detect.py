@@ -1,8 +1,10 @@
-"""The seed's documented import path for sandbox detection.
+"""The compatibility import path for sandbox detection.
 
 ``from pyisolate._internal.sandbox_detect import detect_restriction_model,
-RestrictionModel`` works as ``seed/platform_compatibility.md`` prints it; the
-implementation lives in :mod:`pyisolate.sandbox`.
+RestrictionModel`` is the path that older platform documentation prints, and
+it keeps working (docs/troubleshooting.md, "The compatibility import path").
+New code imports the same names from :mod:`pyisolate.sandbox`, where they
+live.
 """
 
 from __future__ import annotations

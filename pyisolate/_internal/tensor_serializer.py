@@ -1,5 +1,6 @@
-"""The seed's documented path for tensor IPC checks (see
-``platform_compatibility.md``, "Feature Detection").
+"""The compatibility import path for the tensor IPC check, as older platform
+documentation prints it (docs/troubleshooting.md, "The compatibility import
+path"); ``python -m pyisolate doctor`` shows the same answer.
 
 ``_check_shm_availability()`` is the very function that decides between the shm
 transport and the file fallback (:mod:`pyisolate.transport._detect`); the

@@ -296,13 +296,19 @@ def _detect(
         model = RestrictionModel.UNKNOWN
     level: Literal["full", "degraded", "none"] = "none"
     if not as_root:
-        # The seed's degraded mode: the same sandbox without a user namespace
-        # (works where bwrap may create the other namespaces itself).
+        # The degraded mode: the same sandbox without a user namespace (works
+        # where bwrap may create the other namespaces itself, e.g. under
+        # Ubuntu's AppArmor restriction).
         rc2, _ = _probe(runner, bwrap, as_root=as_root, isolation="degraded")
         level = "degraded" if rc2 == 0 else "none"
     return Detection(model, level, detail=err.strip(), bwrap=bwrap, as_root=as_root)
 
 
 def detect_restriction_model() -> RestrictionModel:
-    """The seed's entry point: what restricts the sandbox here (NONE: nothing)."""
+    """What restricts the sandbox on this machine (``NONE``: nothing does).
+
+    The short form of :func:`detect`; ``model.summary`` says what it means and
+    ``model.remediation`` how to fix it, as ``python -m pyisolate doctor``
+    prints them (docs/troubleshooting.md explains each).
+    """
     return detect().model

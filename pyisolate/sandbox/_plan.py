@@ -210,8 +210,9 @@ def unsandboxed_plan(
     reason: str,
     cgroup: ActorCgroup | None = None,
 ) -> LaunchPlan:
-    """A plain child process: the host's environment plus ``env``, like the
-    seed's macOS behaviour (the actor runs with the host's rights). With
+    """A plain child process: the host's environment plus ``env``, as on
+    macOS and other systems without namespaces (the actor runs with the
+    host's rights). With
     ``cgroup`` it joins that first: its ceilings apply, and killing it ends
     every process the actor started, daemonised or not."""
     return LaunchPlan(
