@@ -1,14 +1,15 @@
-"""The seed's documented path for tensor IPC checks (see
-``platform_compatibility.md``, "Feature Detection").
+"""A feature-detection path kept for code written against pyisolate's platform
+notes: ``from pyisolate._internal.tensor_serializer import _check_shm_availability``.
 
 ``_check_shm_availability()`` is the very function that decides between the shm
-transport and the file fallback (:mod:`pyisolate.transport._detect`); the
-serialisation itself lives in :mod:`pyisolate.transport`.
+transport and the file fallback (:func:`pyisolate.transport.check_shm_availability`);
+the serialisation itself lives in :mod:`pyisolate.transport`, whose codec
+extensions :func:`install` registers.
 """
 
 from __future__ import annotations
 
-from ..transport import install
-from ..transport._detect import check_shm_availability as _check_shm_availability
+from ..transport import check_shm_availability as _check_shm_availability
+from ..transport.lowlevel import install
 
 __all__ = ["_check_shm_availability", "install"]

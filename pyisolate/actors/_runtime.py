@@ -20,8 +20,9 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
@@ -44,6 +45,7 @@ from ..errors import (
     TransportError,
 )
 from ..sandbox import SandboxMode, build_launch
+from ..transport.lowlevel import LazySession, resolve_transports
 from ._calls import CallTable
 from ._capabilities import Capabilities
 from ._channel import (
@@ -58,7 +60,7 @@ from ._channel import (
     monitor_socket,
 )
 from ._fdbudget import FdBudget
-from ._oob import LazySession, encode_with_fds
+from ._oob import encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
 from ._process import ActorProcess, describe_exit, python_command
@@ -74,6 +76,9 @@ from ._spawnargs import (
     target_spec,
     too_broad,
 )
+
+if TYPE_CHECKING:
+    from ..transport.lowlevel import TransportArg, TransportSession
 
 __all__ = ["Runtime"]
 
@@ -107,8 +112,12 @@ class Runtime(Router):
         options: SpawnOptions | None = None,
         sandbox: SandboxArg = SandboxMode.AUTO,
         limits: Limits | None = None,
+        transports: Sequence[TransportArg] | None = None,
     ) -> None:
         self.options = options or SpawnOptions()
+        # The host's sending order (checked now, made with the session); see
+        # _new_transport_session for what the actors use.
+        self._transports = None if transports is None else resolve_transports(transports)
         self.sandbox = sandbox_setting(sandbox)
         self._codec = Codec(limits=limits)
         self._ids = itertools.count(1)
@@ -461,11 +470,17 @@ class Runtime(Router):
 
     # -- transport ---------------------------------------------------------------
 
-    def _new_transport_session(self) -> Any:
-        from ..transport import TransportSession
+    def _new_transport_session(self) -> TransportSession:
+        from ..transport.lowlevel import TransportSession  # the first tensor: not before
 
+        # Only the host's session takes ``transports=``: each actor builds its
+        # own from the registry of its process (PYISOLATE_TRANSPORT, forwarded,
+        # forces one on both sides; a custom transport must be registered by a
+        # module the actor imports to be received there).
         return TransportSession(
-            send_control=self._send_transport_control, workdir=str(self._dir.path)
+            send_control=self._send_transport_control,
+            workdir=str(self._dir.path),
+            transports=self._transports,
         )
 
     def _send_transport_control(self, peer: int, body: Any) -> None:
