@@ -88,7 +88,9 @@ class TransportSpec:
     def carries(self, device: str) -> bool:
         """Whether this kind of memory may go by it (natively, or staged
         through the host by a CPU transport)."""
-        return "cpu" in self.devices or device.split(":", 1)[0] in self.devices
+        if "cpu" in self.devices:
+            return True
+        return device != "cpu" and device.partition(":")[0] in self.devices
 
 
 #: What ``Runtime(transports=...)`` and ``TransportSession(transports=...)``

@@ -84,6 +84,7 @@ class TransportSession:
         self.transports: dict[str, Transport] = {}
         for spec in self.order:
             self.transports[spec.name] = spec.factory(self)
+        self._plan = [(s, s.band is Band.LARGE, self.transports[s.name]) for s in self.order]
         override = transport if transport is not None else forced_transport()
         if override is not None and self._spec(override) is None:
             names = ", ".join(
@@ -167,31 +168,38 @@ class TransportSession:
         ``fds_left=False`` once the message carries as many fds as it can."""
         if self.override is not None:
             spec = self._spec(self.override)
-            if spec is not None and self._fits(spec, device, peer, fds_left, forced=True):
+            if spec is not None and self._can_force(spec, device, fds_left):
                 return self._instance(spec)
-        for spec in self.order:
-            if self._fits(spec, device, peer, fds_left) and self._in_band(spec, nbytes):
-                return self.transports[spec.name]
+        small = nbytes <= self.inline_threshold
+        # This runs for every tensor: the cheap tests first, inline.
+        for spec, large_only, transport in self._plan:
+            if large_only and small:
+                continue
+            if device == "cpu":
+                if "cpu" not in spec.devices:
+                    continue
+            elif not self._carries(spec, device):
+                continue
+            if spec.fd_passing and not fds_left:
+                continue
+            if spec.control and self._send_control is None:
+                continue
+            if spec.available is None or spec.available(self, device, peer):
+                return transport
         return self.get(LAST_RESORT)
 
-    def _fits(
-        self, spec: TransportSpec, device: str, peer: int, fds_left: bool, *, forced: bool = False
-    ) -> bool:
-        if not spec.carries(device):
-            return False
-        native = device != "cpu" and "cpu" not in spec.devices
-        if native and not self._instance(spec).accepts(device):
-            return False  # this instance cannot reach that device
-        if spec.fd_passing and not fds_left:
-            return False
-        if forced:
-            return True  # the user's choice: no band, no machine check (errors say why)
-        if spec.control and self._send_control is None:
-            return False
-        return spec.available is None or spec.available(self, device, peer)
+    def _carries(self, spec: TransportSpec, device: str) -> bool:
+        """Device memory: natively where this instance reaches the device,
+        else staged through the host by a CPU transport."""
+        if "cpu" in spec.devices:
+            return True
+        return spec.carries(device) and self._instance(spec).accepts(device)
 
-    def _in_band(self, spec: TransportSpec, nbytes: int) -> bool:
-        return spec.band is Band.ANY or nbytes > self.inline_threshold
+    def _can_force(self, spec: TransportSpec, device: str, fds_left: bool) -> bool:
+        """The user's choice holds unless it cannot carry this memory at all
+        or the message is out of fds: no band, no machine check (the export's
+        error says what is missing)."""
+        return self._carries(spec, device) and (fds_left or not spec.fd_passing)
 
     def _spec(self, name: str) -> TransportSpec | None:
         return self._specs.get(name) or _registry.lookup_transport(name)
