@@ -114,11 +114,11 @@ async def test_numpy_scalars_round_trip_as_themselves(rt: Any) -> None:
 
 
 def test_object_numpy_scalars_are_refused() -> None:
-    from pyisolate import transport as T
     from pyisolate._wire import ExtRegistry
+    from pyisolate.transport import lowlevel as L
 
     registry = ExtRegistry()
-    T.install(registry)
+    L.install(registry)
     codec = Codec(registry)
     got = codec.decode(codec.encode([np.float32(2.5)], EncodeContext()))
     _same(got[0], np.float32(2.5))

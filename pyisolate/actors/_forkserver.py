@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from ..transport.lowlevel import PRELOAD_MODULES
 from ._bootstrap import read_bootstrap
 
 __all__ = ["place_fds", "recv_message", "recv_message_from", "send_message", "template_main"]
@@ -56,8 +57,7 @@ BASE_MODULES = (
     "anyio._backends._asyncio",
     # What a forked actor would otherwise import on its own, each time:
     "uvloop",  # the actor's event loop, where installed
-    "pyisolate.transport._tensors",  # its first tensor (imports neither torch nor numpy)
-    "pyisolate.transport._session",
+    *PRELOAD_MODULES,  # its first tensor (imports neither torch nor numpy)
 )
 
 

@@ -38,10 +38,11 @@ from ..errors import (
     ProtocolError,
     TransportError,
 )
+from ..transport.lowlevel import LazySession
 from ._calls import CallTable
 from ._capabilities import Capabilities
 from ._channel import MAX_BATCH_ENTRIES, RULES, PeerBusy, PeerGone, Pump
-from ._oob import LazySession, decode_with_fds, forward_fds, receive_fds
+from ._oob import decode_with_fds, forward_fds, receive_fds
 from ._peercred import read_credentials
 from ._record import _Record
 from ._ref import ActorRef

@@ -20,9 +20,9 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
@@ -45,6 +45,7 @@ from ..errors import (
     TransportError,
 )
 from ..sandbox import LaunchRequest, SandboxMode, sandbox_for
+from ..transport.lowlevel import LazySession, resolve_transports
 from ._calls import CallTable
 from ._capabilities import Capabilities
 from ._channel import (
@@ -60,7 +61,7 @@ from ._channel import (
 )
 from ._fdbudget import FdBudget
 from ._launchers import ActorStart, ColdLauncher, ForkLauncher, Launcher
-from ._oob import LazySession, encode_with_fds
+from ._oob import encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
 from ._process import ActorProcess, describe_exit, python_command
@@ -70,6 +71,9 @@ from ._router import Router
 from ._rundir import RuntimeDir, sweep_stale
 from ._spawnargs import SandboxArg, own_uid, sandbox_setting, target_spec
 from ._spawning import SpawnRequest, check_collisions, code_paths
+
+if TYPE_CHECKING:
+    from ..transport.lowlevel import TransportArg, TransportSession
 
 __all__ = ["Runtime"]
 
@@ -104,14 +108,21 @@ class Runtime(Router):
         sandbox: SandboxArg = SandboxMode.AUTO,
         limits: Limits | None = None,
         launcher: Launcher | None = None,
+        transports: Sequence[TransportArg] | None = None,
     ) -> None:
         """``options``: the default :class:`SpawnOptions`; ``sandbox``: the
         default sandbox (see :meth:`spawn`); ``limits``: what the host accepts
         from an actor (:class:`~pyisolate.Limits`; actors get the same);
         ``launcher``: how cold actors are started (default: a new process
-        each; tests inject :class:`pyisolate.actors.testing.RecordingLauncher`).
+        each; tests inject :class:`pyisolate.actors.testing.RecordingLauncher`);
+        ``transports``: the host's transports in order of preference (instances,
+        :class:`~pyisolate.transport.TransportSpec` values or registered names;
+        default: cuda_ipc, shm, file, inline).
         """
         self.options = options or SpawnOptions()
+        # The host's sending order (checked now, made with the session); see
+        # _new_transport_session for what the actors use.
+        self._transports = None if transports is None else resolve_transports(transports)
         self.sandbox = sandbox_setting(sandbox)
         self._codec = Codec(limits=limits)
         self._ids = itertools.count(1)
@@ -478,11 +489,17 @@ class Runtime(Router):
 
     # -- transport ---------------------------------------------------------------
 
-    def _new_transport_session(self) -> Any:
-        from ..transport import TransportSession
+    def _new_transport_session(self) -> TransportSession:
+        from ..transport.lowlevel import TransportSession  # the first tensor: not before
 
+        # Only the host's session takes ``transports=``: each actor builds its
+        # own from the registry of its process (PYISOLATE_TRANSPORT, forwarded,
+        # forces one on both sides; a custom transport must be registered by a
+        # module the actor imports to be received there).
         return TransportSession(
-            send_control=self._send_transport_control, workdir=str(self._dir.path)
+            send_control=self._send_transport_control,
+            workdir=str(self._dir.path),
+            transports=self._transports,
         )
 
     def _send_transport_control(self, peer: int, body: Any) -> None:

@@ -14,7 +14,7 @@ import socket
 import sys
 import traceback
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -33,13 +33,17 @@ from .._wire import (
     split_batch,
 )
 from ..errors import ProtocolError
+from ..transport.lowlevel import LazySession
 from ._actor import ASYNC, ASYNC_GEN, GEN, SYNC, method_table
 from ._calls import CallTable, on_asyncio
 from ._channel import MAX_BATCH_ENTRIES, RULES, Context, Pump, actor_socket, check_size
-from ._oob import LazySession, decode_with_fds, encode_with_fds, receive_fds
+from ._oob import decode_with_fds, encode_with_fds, receive_fds
 from ._ref import ActorRef
 from ._target import explained, resolve_target
 from ._tasks import AnyioTasks, AsyncioTasks
+
+if TYPE_CHECKING:
+    from ..transport.lowlevel import TransportSession
 
 __all__ = ["ActorServer", "current_server"]
 
@@ -213,9 +217,11 @@ class ActorServer:
             self.pump.closed = True
             tg.cancel_scope.cancel()
 
-    def _new_transport_session(self) -> Any:
-        from ..transport import TransportSession
+    def _new_transport_session(self) -> TransportSession:
+        from ..transport.lowlevel import TransportSession  # the first tensor: not before
 
+        # From this process's registry: what the actor's module registered
+        # is received too (see pyisolate.transport.lowlevel).
         session = TransportSession(
             send_control=lambda peer, body: self._send(Kind.TRANSPORT, 0, peer, body)
         )

@@ -33,7 +33,7 @@ __all__ = [
 #: Below this many bytes a tensor (or a bytes value) goes inside the envelope:
 #: measured on a 2-core box (benchmarks/bench_tensors.py), a memfd round trip
 #: costs about as much as copying ~64 KiB twice. Here, not in ``._session``,
-#: so that the runtime can read it without importing the transports.
+#: so that the lazy session can answer it without importing the transports.
 DEFAULT_INLINE_THRESHOLD = 64 * 1024
 
 
@@ -120,6 +120,11 @@ class Transport(abc.ABC):
 
     def handle_control(self, peer: int, body: Any) -> None:
         """A protocol message from ``peer`` (only CUDA IPC uses them)."""
+        return None
+
+    def flush(self) -> None:
+        """Send the control messages queued since the last flush (the session
+        calls it on each tick, outside any encode)."""
         return None
 
     def peer_died(self, peer: int) -> None:

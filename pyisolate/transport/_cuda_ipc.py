@@ -1,7 +1,7 @@
 """cuda_ipc: CUDA tensors shared by IPC memory handle, never copied.
 
 Only with ``PYISOLATE_ENABLE_CUDA_IPC=1`` and when both sides see the same GPU
-(the seed's requirements, each checked with an error that says which failed).
+(the documented requirements, each checked with an error that says which failed).
 
 Lifetime protocol (the part torch's own machinery cannot do across a sandbox,
 whose private /dev/shm hides torch's named reference-count files):
@@ -32,17 +32,15 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import threading
 import weakref
 from typing import Any, Protocol
 
 from ..errors import TransportError
 from ._base import ControlSink, Exported, Imported, Region, Transport
+from ._env import ENV_ENABLE_CUDA_IPC, cuda_ipc_enabled
 
 __all__ = ["CudaIpcBackend", "CudaIpcTransport", "TorchCudaIpcBackend"]
-
-ENV_ENABLE = "PYISOLATE_ENABLE_CUDA_IPC"
 
 
 class CudaIpcBackend(Protocol):
@@ -115,10 +113,6 @@ class TorchCudaIpcBackend:
             )
 
 
-def cuda_ipc_enabled() -> bool:
-    return os.environ.get(ENV_ENABLE) == "1"
-
-
 class CudaIpcTransport(Transport):
     name = "cuda_ipc"
 
@@ -146,7 +140,9 @@ class CudaIpcTransport(Transport):
 
     def _check_enabled(self) -> None:
         if self._require_env and not cuda_ipc_enabled():
-            raise TransportError(f"CUDA IPC is disabled: set {ENV_ENABLE}=1 in both processes")
+            raise TransportError(
+                f"CUDA IPC is disabled: set {ENV_ENABLE_CUDA_IPC}=1 in both processes"
+            )
 
     # -- producer ---------------------------------------------------------------
 

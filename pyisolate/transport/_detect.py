@@ -1,7 +1,7 @@
 """What this machine offers for moving tensors: drives selection and ``doctor``.
 
-``check_shm_availability`` is the seed's ``_check_shm_availability`` (re-exported
-from ``pyisolate._internal.tensor_serializer``). The shm transport uses memfd,
+``check_shm_availability`` is also ``_check_shm_availability`` in
+``pyisolate._internal.tensor_serializer``, the documented feature-detection path. The shm transport uses memfd,
 which does not live in /dev/shm, but both draw on the same shared-memory budget,
 and a missing, read-only or tiny /dev/shm (Docker's 64 MB default) is the
 reliable sign that a large shared segment will fail: the file fallback is then
@@ -14,11 +14,15 @@ import importlib.util
 import os
 import resource
 import sys
+import tempfile
+
+from ._base import DEFAULT_INLINE_THRESHOLD
+from ._env import ENV_ENABLE_CUDA_IPC, ENV_TRANSPORT, cuda_ipc_enabled, forced_transport
 
 __all__ = ["MIN_SHM_BYTES", "capabilities", "check_shm_availability", "cuda_ipc_status"]
 
 SHM_PATH = "/dev/shm"
-MIN_SHM_BYTES = 100 * 1024 * 1024  # the seed's minimum hardware requirement
+MIN_SHM_BYTES = 100 * 1024 * 1024  # the documented minimum for shared memory
 
 
 def check_shm_availability(path: str = SHM_PATH, min_bytes: int = MIN_SHM_BYTES) -> bool:
@@ -37,8 +41,8 @@ def check_shm_availability(path: str = SHM_PATH, min_bytes: int = MIN_SHM_BYTES)
 
 def cuda_ipc_status() -> tuple[bool, str]:
     """Whether CUDA IPC can be used by this process, and why (not)."""
-    if os.environ.get("PYISOLATE_ENABLE_CUDA_IPC") != "1":
-        return False, "disabled (set PYISOLATE_ENABLE_CUDA_IPC=1 to enable)"
+    if not cuda_ipc_enabled():
+        return False, f"disabled (set {ENV_ENABLE_CUDA_IPC}=1 to enable)"
     if importlib.util.find_spec("torch") is None:
         return False, "enabled, but PyTorch is not installed"
     import torch  # only here: doctor asked, and CUDA IPC is enabled
@@ -69,9 +73,7 @@ def _shm_row() -> str:
 def capabilities(workdir: str | None = None) -> list[tuple[str, str]]:
     """Rows for ``python -m pyisolate doctor``. Imports torch only when CUDA IPC
     is enabled (to ask it about GPUs)."""
-    import tempfile
-
-    from ._session import DEFAULT_INLINE_THRESHOLD, ENV_TRANSPORT
+    from . import _registry  # here: the rows below need it, selection does not
 
     shm_ok = check_shm_availability()
     cpu = (
@@ -87,7 +89,8 @@ def capabilities(workdir: str | None = None) -> list[tuple[str, str]]:
         ("/dev/shm", _shm_row()),
         ("memfd_create", "yes" if hasattr(os, "memfd_create") else "no"),
         ("CPU tensor transport", cpu),
-        ("transport override", os.environ.get(ENV_TRANSPORT) or "none (PYISOLATE_TRANSPORT unset)"),
+        ("transport override", forced_transport() or f"none ({ENV_TRANSPORT} unset)"),
+        ("transport order", ", ".join(s.name for s in _registry.default_order())),
         ("inline threshold", _size(DEFAULT_INLINE_THRESHOLD)),
         ("CUDA IPC", cuda_ipc_status()[1]),
         ("open file limit", f"{soft} (hard {hard}); each received shared tensor holds one fd"),

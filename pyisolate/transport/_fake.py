@@ -1,8 +1,14 @@
-"""FakeTransport: an in-process transport for tests (httpcore's mock backends).
+"""FakeTransport: a transport for tests (httpcore's mock backends).
 
-Both sides of a test share one instance; exported bytes wait in a dict until
-imported. It records every call, so tests of the layers above can assert what
-crossed without processes, fds or shared memory.
+The bytes travel inside the handle (so it works between processes, bounded by
+the envelope's size like inline), and every instance records each call in
+``log``: tests of the layers above assert what crossed, and by which
+transport, without shared memory or fds. Importing this module registers it
+(never chosen unless forced or injected): a receiving process must import it,
+e.g. an actor from its module, before a fake transfer reaches it.
+
+``Runtime(transports=[FakeTransport()])`` makes the host send every tensor,
+array and large buffer by it.
 """
 
 from __future__ import annotations
@@ -14,37 +20,34 @@ import attrs
 
 from ..errors import TransportError
 from ._base import Exported, Imported, Region, Transport
+from ._registry import TransportSpec, register_transport
 
 __all__ = ["FakeTransport"]
 
 
 @attrs.define
 class FakeTransport(Transport):
-    """``pending`` holds exported, not yet imported bytes; ``log`` the calls."""
+    """``log`` holds ``(op, peer, nbytes)`` for each export, import, death."""
 
     name = "fake"
-    pending: dict[int, bytes] = attrs.Factory(dict)
-    log: list[tuple[str, int, int]] = attrs.Factory(list)  # (op, peer, nbytes)
+    log: list[tuple[str, int, int]] = attrs.Factory(list)
     _ids: itertools.count[int] = attrs.Factory(itertools.count)
 
     def export(self, region: Region, peer: int) -> Exported:
         data = bytearray(region.nbytes)
         region.write_to(memoryview(data))
-        key = next(self._ids)
-        self.pending[key] = bytes(data)
         self.log.append(("export", peer, region.nbytes))
-        return Exported({"id": key})
+        return Exported({"id": next(self._ids), "b": bytes(data)})
 
     def import_(self, handle: Any, fds: list[int], peer: int) -> Imported:
-        try:
-            data = self.pending.pop(int(handle["id"]))
-        except (KeyError, TypeError, ValueError):
-            raise TransportError(f"FakeTransport has no export {handle!r}") from None
+        data = handle.get("b") if isinstance(handle, dict) else None
+        if not isinstance(data, bytes) or type(handle.get("id")) is not int or fds:
+            raise TransportError(f"malformed FakeTransport handle {handle!r}")
         self.log.append(("import", peer, len(data)))
         return Imported(nbytes=len(data), buffer=bytearray(data))
 
     def peer_died(self, peer: int) -> None:
         self.log.append(("peer_died", peer, 0))
 
-    def close(self) -> None:
-        self.pending.clear()
+
+register_transport(TransportSpec("fake", lambda _session: FakeTransport()))

@@ -2,9 +2,10 @@
 
 This is where values meet transports: a tensor is reduced to a layout (dtype,
 shape, strides, offset, device, requires_grad) that travels in the envelope and
-a :class:`Region` of bytes that a transport moves. Registered by type *name*,
-so importing pyisolate never imports torch or numpy; they are imported here
-only when such an object is encoded or decoded.
+a :class:`Region` of bytes that a transport moves. :func:`._codecs.install`
+registers these functions by type *name*, with stubs that import this module on
+first use, so importing pyisolate never imports torch or numpy; they are
+imported here only when such an object is encoded or decoded.
 
 Choices, documented for users:
 
@@ -26,36 +27,26 @@ Choices, documented for users:
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import msgpack
 
-from .._wire._codec import LargeBytes
 from ..errors import ProtocolError, TransportError
 from . import _segments
 from ._base import Exported, Imported, Region, SharedSegment, Transport
+from ._fdpass import MAX_FDS
+from ._lazy_session import LazySession
 from ._session import TransportSession
-from ._shm import ShmTransport
 
-__all__ = ["CODE_NDARRAY", "CODE_OUT_OF_BAND", "CODE_TENSOR", "OutOfBand", "install"]
+if TYPE_CHECKING:
+    from .._wire._codec import LargeBytes
+    from ._codecs import OutOfBand
 
-CODE_TENSOR = 8
-CODE_NDARRAY = 9
-CODE_OUT_OF_BAND = 10
-CODE_LARGE_BYTES = 11
-CODE_NP_SCALAR = 12
-MAX_FDS_PER_MESSAGE = 253  # SCM_MAX_FD
+# No public names: ``_codecs.install`` registers these functions by name.
+__all__: list[str] = []
+
 _MAX_DIMS = 64
-_FD_TRANSPORTS = ("shm", "file")
-
-
-@attrs.frozen
-class OutOfBand:
-    """Wrap a large bytes-like object to send it beside the envelope; it arrives
-    as a writable (copy-on-write) ``memoryview``."""
-
-    data: Any
 
 
 # -- per-message state ------------------------------------------------------------
@@ -78,7 +69,6 @@ class _Received:
 
 
 _received: dict[int, tuple[weakref.ref[Any], _Received]] = {}
-_fallback_session: TransportSession | None = None
 
 
 def _sent_state(ctx: Any) -> _Sent:
@@ -104,33 +94,27 @@ def _received_state(ctx: Any) -> _Received:
     return state
 
 
-def _no_control(peer: int, body: Any) -> None:
-    raise TransportError("no transport session: pass one in EncodeContext.session")
-
-
 def _session(ctx: Any) -> TransportSession:
-    global _fallback_session
+    """The context's session (started now if it is the runtime's lazy one)."""
     session = ctx.session
-    if session is not None and not isinstance(session, TransportSession):
-        get = getattr(session, "get", None)  # the runtime's LazySession
-        session = get() if callable(get) else session
+    if isinstance(session, LazySession):
+        return session.get()
     if isinstance(session, TransportSession):
         return session
-    if _fallback_session is None:
-        _fallback_session = TransportSession(send_control=_no_control)
-        # no control channel: no pooled shm segments, no releases to send
-        _fallback_session.transports["shm"] = ShmTransport()
-    return _fallback_session
+    raise TransportError(
+        "no transport session for this message: give EncodeContext/DecodeContext "
+        "session=pyisolate.transport.lowlevel.TransportSession(...) (the runtime always does)"
+    )
 
 
 def _pick(ctx: Any, device: str, nbytes: int) -> Transport:
-    """The transport for this region; falls back to inline once a message
-    carries as many fds as one sendmsg can (inline raises if it is too big)."""
-    session = _session(ctx)
-    transport = session.choose(device, nbytes, ctx.peer)
-    if transport.name in _FD_TRANSPORTS and len(ctx.fds) >= MAX_FDS_PER_MESSAGE:
-        transport = session.transports["inline"]
-    return transport
+    """The transport for this region: no fd-passing one once a message carries
+    as many fds as one sendmsg can (inline raises if the rest is too big)."""
+    return _session(ctx).choose(device, nbytes, ctx.peer, fds_left=len(ctx.fds) < MAX_FDS)
+
+
+def _passes_fds(ctx: Any, transport: Transport) -> bool:
+    return _session(ctx).fd_passing(transport)
 
 
 def _send(
@@ -265,7 +249,7 @@ def _encode_tensor(t: Any, ctx: Any) -> bytes:
         if transport.name == "cuda_ipc":
             region = Region(whole, _unused, device=device, storage=storage, owner=t)
             body["so"], dedupe = t.storage_offset(), storage.data_ptr()
-        elif transport.name in _FD_TRANSPORTS and (shared := _shared_segment(storage, device)):
+        elif _passes_fds(ctx, transport) and (shared := _shared_segment(storage, device)):
             region = Region(whole, _copy_from(torch, storage, 0, whole), shared=shared, owner=t)
             body["so"], dedupe = t.storage_offset(), storage.data_ptr()
         else:  # one copy, of the span this view covers, strides kept
@@ -368,7 +352,7 @@ def _encode_ndarray(arr: Any, ctx: Any) -> bytes:
         transport = _pick(ctx, "cpu", arr.nbytes)
         entry, start = _array_mapping(arr)
         shared = None
-        if entry is not None and transport.name in _FD_TRANSPORTS:
+        if entry is not None and _passes_fds(ctx, transport):
             shared = _segments.shared_segment(entry, start)
         region = Region(arr.nbytes, _ndarray_writer(np, arr), shared=shared, owner=arr)
         body["x"] = _send(ctx, transport, region)
@@ -541,14 +525,3 @@ def _decode_np_scalar(payload: bytes, ctx: Any) -> Any:
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize or not dtype.itemsize:
         raise ProtocolError(f"malformed numpy scalar of dtype {dtype}")
     return np.frombuffer(raw, dtype=dtype, count=1)[0]
-
-
-def install(registry: Any) -> None:
-    """Register the tensor, ndarray, OutOfBand, large bytes and numpy scalar
-    extensions in ``registry`` (an ``ExtRegistry``). Imports neither torch
-    nor numpy."""
-    registry.register("torch.Tensor", CODE_TENSOR, _encode_tensor, _decode_tensor)
-    registry.register("numpy.ndarray", CODE_NDARRAY, _encode_ndarray, _decode_ndarray)
-    registry.register(OutOfBand, CODE_OUT_OF_BAND, _encode_oob, _decode_oob)
-    registry.register(LargeBytes, CODE_LARGE_BYTES, _encode_large_bytes, _decode_large_bytes)
-    registry.register("numpy.generic", CODE_NP_SCALAR, _encode_np_scalar, _decode_np_scalar)

@@ -51,7 +51,8 @@ class FakeCudaIpcBackend:
         self._ids = itertools.count()
 
     def accepts(self, device: str) -> bool:
-        return device in ("cpu", "fake")
+        # It stands for a CUDA device: selection treats its memory as CUDA memory.
+        return device == "cpu" or device.startswith("cuda")
 
     def device_uuid(self, device: str) -> str:
         return self.uuid

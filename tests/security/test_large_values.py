@@ -15,14 +15,14 @@ import anyio
 import pytest
 from value_actors import Values, digest, pattern
 
-from pyisolate import transport as T
 from pyisolate._wire import Codec, EncodeContext, ExtRegistry
+from pyisolate.transport import lowlevel as L
 
 pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
 BIG = 100 * MiB  # over the 64 MiB frame limit: only out of band can carry it
-THRESHOLD = T.DEFAULT_INLINE_THRESHOLD
+THRESHOLD = L.DEFAULT_INLINE_THRESHOLD
 
 
 async def test_a_100_mib_bytes_result_arrives(rt: Any) -> None:
@@ -88,13 +88,13 @@ async def test_large_bytes_actor_to_actor(rt: Any) -> None:
 
 def _codec() -> Codec:
     registry = ExtRegistry()
-    T.install(registry)
+    L.install(registry)
     return Codec(registry)
 
 
 def test_small_bytes_stay_inline_and_large_go_out_of_band() -> None:
     codec = _codec()
-    session = T.TransportSession(send_control=lambda peer, body: None)
+    session = L.TransportSession(send_control=lambda peer, body: None)
     try:
         for n in (0, 100, THRESHOLD):
             ctx = EncodeContext(peer=1, session=session)
@@ -113,7 +113,7 @@ def test_small_bytes_stay_inline_and_large_go_out_of_band() -> None:
 def test_a_message_packed_again_exports_its_tensors_once() -> None:
     torch = pytest.importorskip("torch")
     codec = _codec()
-    session = T.TransportSession(send_control=lambda peer, body: None)
+    session = L.TransportSession(send_control=lambda peer, body: None)
     try:
         t = torch.arange(100_000, dtype=torch.float32)  # 400 KB: one shm export
         ctx = EncodeContext(peer=1, session=session)
@@ -136,7 +136,7 @@ def test_the_small_call_path_is_not_slower() -> None:
     import msgpack
 
     codec = _codec()
-    session = T.TransportSession(send_control=lambda peer, body: None)
+    session = L.TransportSession(send_control=lambda peer, body: None)
     body = ["method", [1, 2.5, "three", b"four" * 10, [0] * 30], {"k": None, "j": [1, 2]}]
     packer = msgpack.Packer(default=codec._default, strict_types=True, use_bin_type=True)
     best = {"ours": float("inf"), "bare": float("inf")}

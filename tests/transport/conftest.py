@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pyisolate import transport as T
 from pyisolate._wire import Codec, DecodeContext, EncodeContext, ExtRegistry
+from pyisolate.transport import lowlevel as L
 
 
 def _open_fds() -> set[str]:
@@ -53,7 +53,7 @@ def no_fd_leak(_warm_torch: None) -> Iterator[None]:
 @pytest.fixture
 def codec() -> Codec:
     registry = ExtRegistry()
-    T.install(registry)
+    L.install(registry)
     return Codec(registry)
 
 
@@ -73,16 +73,16 @@ def roundtrip(
 ) -> Iterator[Roundtrip]:
     """``roundtrip(value, transport=None, session=None)``: encode, pass the fds
     through a real socketpair, decode, close what nobody took."""
-    sessions: list[T.TransportSession] = []
+    sessions: list[L.TransportSession] = []
 
     def run(
         value: Any,
         transport: str | None = None,
-        session: T.TransportSession | None = None,
+        session: L.TransportSession | None = None,
         **session_kwargs: Any,
     ) -> Any:
         if session is None:
-            session = T.TransportSession(
+            session = L.TransportSession(
                 send_control=lambda peer, body: None,
                 transport=transport,
                 workdir=str(tmp_path),
@@ -91,15 +91,15 @@ def roundtrip(
             sessions.append(session)
         ctx = EncodeContext(peer=1, session=session)
         body = codec.encode(value, ctx)
-        T.send_fds(fdpair[0], ctx.fds)
+        L.send_fds(fdpair[0], ctx.fds)
         nfds = len(ctx.fds)
         ctx.keepalive.clear()  # the core's contract: message sent, exporter fds may close
-        _tag, fds = T.recv_fds(fdpair[1], nfds)
+        _tag, fds = L.recv_fds(fdpair[1], nfds)
         dctx = DecodeContext(peer=0, fds=fds, session=session)
         try:
             return codec.decode(body, dctx)
         finally:
-            T.close_unused_fds(dctx.fds)
+            L.close_unused_fds(dctx.fds)
 
     yield run
     for session in sessions:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from pyisolate import transport as T
+from pyisolate.transport import lowlevel as L
 from pyisolate.transport import testing
-from pyisolate.transport._cuda_ipc import CudaIpcTransport
+from pyisolate.transport.lowlevel import CudaIpcTransport
 
 
 class _NoControl:
@@ -23,8 +24,8 @@ def socket_carry() -> Iterator[testing.TransportPair]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def carry(fds: list[int]) -> list[int]:
-        T.send_fds(a, fds)
-        return T.recv_fds(b, len(fds))[1]
+        L.send_fds(a, fds)
+        return L.recv_fds(b, len(fds))[1]
 
     with a, b:
         yield carry  # type: ignore[misc]
@@ -38,9 +39,9 @@ def test_conformance(name: str, socket_carry, tmp_path) -> None:  # type: ignore
         if name == "fake":
             return fake, fake, socket_carry
         factories = {
-            "inline": T.InlineTransport,
-            "shm": T.ShmTransport,
-            "file": lambda: T.FileTransport(str(tmp_path)),
+            "inline": L.InlineTransport,
+            "shm": L.ShmTransport,
+            "file": lambda: L.FileTransport(str(tmp_path)),
         }
         return factories[name](), factories[name](), socket_carry
 
@@ -61,7 +62,7 @@ def test_conformance_cuda_ipc_protocol_on_fake_backend(
             socket_carry,
         )
 
-    testing.check_transport(make_pair, device="fake", copy_on_write=False)
+    testing.check_transport(make_pair, device="cuda:0", copy_on_write=False)
 
 
 @pytest.mark.cuda

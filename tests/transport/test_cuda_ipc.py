@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pyisolate import transport as T
 from pyisolate.errors import TransportError
+from pyisolate.transport import lowlevel as L
 from pyisolate.transport.testing import FakeCudaIpcBackend, region_of
 
 
@@ -17,7 +17,7 @@ class Wire:
     """Routes control messages between two sessions, as the core would."""
 
     def __init__(self) -> None:
-        self.sessions: dict[int, T.TransportSession] = {}
+        self.sessions: dict[int, L.TransportSession] = {}
         self.sent: list[tuple[int, int, Any]] = []
 
     def sender(self, me: int):  # type: ignore[no-untyped-def]
@@ -33,21 +33,21 @@ def pair(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PYISOLATE_ENABLE_CUDA_IPC", "1")
     backend = FakeCudaIpcBackend()
     wire = Wire()
-    host = T.TransportSession(send_control=wire.sender(0), cuda_backend=backend)
-    actor = T.TransportSession(send_control=wire.sender(1), cuda_backend=backend)
+    host = L.TransportSession(send_control=wire.sender(0), cuda_backend=backend)
+    actor = L.TransportSession(send_control=wire.sender(1), cuda_backend=backend)
     wire.sessions = {0: host, 1: actor}
     return host, actor, backend, wire
 
 
-def _cuda(session: T.TransportSession) -> T.CudaIpcTransport:
+def _cuda(session: L.TransportSession) -> L.CudaIpcTransport:
     t = session.transports["cuda_ipc"]
-    assert isinstance(t, T.CudaIpcTransport)
+    assert isinstance(t, L.CudaIpcTransport)
     return t
 
 
 def test_producer_keeps_storage_until_every_consumer_released(pair) -> None:  # type: ignore[no-untyped-def]
     host, actor, backend, wire = pair
-    region = region_of(b"x" * 100, device="fake")
+    region = region_of(b"x" * 100, device="cuda:0")
     first = host.export(_cuda(host), region, peer=1)
     second = host.export(_cuda(host), region, peer=1)
     assert _cuda(host).held_count(1) == 2
@@ -70,7 +70,7 @@ def test_producer_keeps_storage_until_every_consumer_released(pair) -> None:  # 
 def test_consumer_death_releases_everything(pair) -> None:  # type: ignore[no-untyped-def]
     host, _actor, _backend, _wire = pair
     for _ in range(3):
-        host.export(_cuda(host), region_of(b"y" * 10, device="fake"), peer=1)
+        host.export(_cuda(host), region_of(b"y" * 10, device="cuda:0"), peer=1)
     assert _cuda(host).held_count(1) == 3
     host.peer_died(1)
     assert _cuda(host).held_count() == 0
@@ -78,7 +78,7 @@ def test_consumer_death_releases_everything(pair) -> None:  # type: ignore[no-un
 
 def test_producer_death_drops_the_consumer_cache(pair) -> None:  # type: ignore[no-untyped-def]
     host, actor, _backend, _wire = pair
-    exported = host.export(_cuda(host), region_of(b"z" * 10, device="fake"), peer=1)
+    exported = host.export(_cuda(host), region_of(b"z" * 10, device="cuda:0"), peer=1)
     kept = actor.import_("cuda_ipc", exported.handle, [], peer=0)
     actor.peer_died(0)
     assert not _cuda(actor).opened
@@ -93,7 +93,7 @@ def test_producer_death_drops_the_consumer_cache(pair) -> None:  # type: ignore[
 )
 def test_requirements_checked_with_clear_errors(pair, change, message) -> None:  # type: ignore[no-untyped-def]
     host, actor, _backend, _wire = pair
-    exported = host.export(_cuda(host), region_of(b"w" * 10, device="fake"), peer=1)
+    exported = host.export(_cuda(host), region_of(b"w" * 10, device="cuda:0"), peer=1)
     with pytest.raises(TransportError, match=message):
         actor.import_("cuda_ipc", {**exported.handle, **change}, [], peer=0)
 
@@ -102,17 +102,17 @@ def test_disabled_without_the_environment_variable(pair, monkeypatch: pytest.Mon
     host, _actor, _backend, _wire = pair
     monkeypatch.delenv("PYISOLATE_ENABLE_CUDA_IPC")
     with pytest.raises(TransportError, match="PYISOLATE_ENABLE_CUDA_IPC=1"):
-        host.export(_cuda(host), region_of(b"v", device="fake"), peer=1)
+        host.export(_cuda(host), region_of(b"v", device="cuda:0"), peer=1)
     assert host.choose("cuda:0", 10**6, 1).name != "cuda_ipc"
 
 
 def test_caps_message_steers_selection(pair) -> None:  # type: ignore[no-untyped-def]
     host, _actor, backend, _wire = pair
-    assert host.choose("fake", 10**6, 1).name == "cuda_ipc"  # unknown peer: assumed
+    assert host.choose("cuda:0", 10**6, 1).name == "cuda_ipc"  # unknown peer: assumed
     host.handle_control(1, {"op": "caps", "gpus": ["GPU-elsewhere"]})
-    assert host.choose("fake", 10**6, 1).name != "cuda_ipc"
+    assert host.choose("cuda:0", 10**6, 1).name != "cuda_ipc"
     host.handle_control(1, {"op": "caps", "gpus": [backend.uuid]})
-    assert host.choose("fake", 10**6, 1).name == "cuda_ipc"
+    assert host.choose("cuda:0", 10**6, 1).name == "cuda_ipc"
 
 
 @pytest.mark.cuda

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from pyisolate.errors import TransportError
-from pyisolate.transport import MAX_FDS, recv_fds, send_fds
+from pyisolate.transport.lowlevel import MAX_FDS, recv_fds, send_fds
 
 
 def _pipe_fds(n: int) -> list[int]:

@@ -14,6 +14,7 @@ import pytest
 from pyisolate import transport as T
 from pyisolate.errors import TransportError
 from pyisolate.transport import _segments, testing
+from pyisolate.transport import lowlevel as L
 
 
 class Wire:
@@ -21,8 +22,8 @@ class Wire:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, Any]] = []
-        self.sender = T.ShmTransport(self)
-        self.receiver = T.ShmTransport(self)
+        self.sender = L.ShmTransport(self)
+        self.receiver = L.ShmTransport(self)
 
     def send_control(self, peer: int, body: Any) -> None:
         self.sent.append((peer, body))
@@ -48,8 +49,8 @@ def carry() -> Iterator[Any]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def move(fds: list[int]) -> list[int]:
-        T.send_fds(a, fds)
-        return T.recv_fds(b, len(fds))[1]
+        L.send_fds(a, fds)
+        return L.recv_fds(b, len(fds))[1]
 
     with a, b:
         yield move
@@ -111,7 +112,7 @@ def _lend(pool: Any, peer: int, fill: int, n: int = SEG) -> tuple[int, bytes]:
 
 
 def test_released_segment_is_reused_only_for_its_peer() -> None:
-    pool = T.ShmTransport(Wire()).pool
+    pool = L.ShmTransport(Wire()).pool
     assert pool is not None
     try:
         a1, _ = _lend(pool, peer=1, fill=1)
@@ -125,7 +126,7 @@ def test_released_segment_is_reused_only_for_its_peer() -> None:
 
 
 def test_release_of_someone_elses_segment_is_ignored() -> None:
-    pool = T.ShmTransport(Wire()).pool
+    pool = L.ShmTransport(Wire()).pool
     assert pool is not None
     try:
         a1, _ = _lend(pool, peer=1, fill=1)
@@ -155,7 +156,7 @@ def test_lying_receiver_keeps_seeing_only_its_own_data(wire: Wire, carry: Any) -
 
 
 def test_cap_holds_and_a_hog_loses_its_own_segments_first() -> None:
-    pool = T.ShmTransport(Wire(), pool_bytes=4 * SEG).pool
+    pool = L.ShmTransport(Wire(), pool_bytes=4 * SEG).pool
     assert pool is not None
     try:
         hog = [_lend(pool, peer=1, fill=i)[0] for i in range(4)]  # never released
@@ -181,7 +182,7 @@ def test_cap_holds_and_a_hog_loses_its_own_segments_first() -> None:
 
 
 def test_idle_segments_are_freed_before_lent_ones() -> None:
-    pool = T.ShmTransport(Wire(), pool_bytes=3 * SEG).pool
+    pool = L.ShmTransport(Wire(), pool_bytes=3 * SEG).pool
     assert pool is not None
     try:
         a1, _ = _lend(pool, peer=1, fill=1)
@@ -231,7 +232,7 @@ def test_mapping_cache_reuses_a_clean_mapping_only(carry: Any) -> None:
     shared.fill_(1.0)
     entry = _segments.find_mapping(address=shared.data_ptr())
     assert entry is not None
-    receiver = T.ShmTransport()
+    receiver = L.ShmTransport()
 
     def send() -> Any:
         fds = carry([entry.fd])

@@ -16,6 +16,7 @@ import pytest
 
 from pyisolate import transport as T
 from pyisolate._wire import Codec, DecodeContext, EncodeContext
+from pyisolate.transport import lowlevel as L
 
 torch = pytest.importorskip("torch")
 
@@ -23,26 +24,27 @@ CHILD = r"""
 import os, socket, sys, time
 import torch
 from pyisolate import transport as T
+from pyisolate.transport import lowlevel as L
 from pyisolate._wire import Codec, DecodeContext, EncodeContext, ExtRegistry
 
-registry = ExtRegistry(); T.install(registry); codec = Codec(registry)
+registry = ExtRegistry(); L.install(registry); codec = Codec(registry)
 sock = socket.socket(fileno=int(sys.argv[1]))
 mode, transport, workdir = sys.argv[2], sys.argv[3], sys.argv[4]
-session = T.TransportSession(send_control=lambda p, b: None, transport=transport, workdir=workdir)
+session = L.TransportSession(send_control=lambda p, b: None, transport=transport, workdir=workdir)
 
 def send(value):
     ctx = EncodeContext(peer=0, session=session)
     body = codec.encode(value, ctx)
-    T.send_fds(sock, ctx.fds, body)
+    L.send_fds(sock, ctx.fds, body)
     ctx.keepalive.clear()
 
 def recv():
-    tag, fds = T.recv_fds(sock, 253)
+    tag, fds = L.recv_fds(sock, 253)
     ctx = DecodeContext(fds=fds, session=session)
     try:
         return codec.decode(tag, ctx)
     finally:
-        T.close_unused_fds(ctx.fds)
+        L.close_unused_fds(ctx.fds)
 
 if mode == "echo":
     t = recv()
@@ -71,23 +73,23 @@ class Peer:
                 pass_fds=[child.fileno()],
             )
         self.codec = codec
-        self.session = T.TransportSession(
+        self.session = L.TransportSession(
             send_control=lambda p, b: None, transport=transport, workdir=workdir
         )
 
     def send(self, value: Any) -> None:
         ctx = EncodeContext(peer=1, session=self.session)
         body = self.codec.encode(value, ctx)
-        T.send_fds(self.sock, ctx.fds, body)
+        L.send_fds(self.sock, ctx.fds, body)
         ctx.keepalive.clear()
 
     def recv(self) -> Any:
-        tag, fds = T.recv_fds(self.sock, 253)
+        tag, fds = L.recv_fds(self.sock, 253)
         ctx = DecodeContext(peer=1, fds=fds, session=self.session)
         try:
             return self.codec.decode(tag, ctx)
         finally:
-            T.close_unused_fds(ctx.fds)
+            L.close_unused_fds(ctx.fds)
 
     def close(self) -> None:
         if self.proc.poll() is None:

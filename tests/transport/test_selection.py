@@ -8,10 +8,11 @@ import pytest
 
 from pyisolate import transport as T
 from pyisolate.transport import _detect
+from pyisolate.transport import lowlevel as L
 
 
-def _session(**kwargs) -> T.TransportSession:  # type: ignore[no-untyped-def]
-    return T.TransportSession(send_control=lambda peer, body: None, **kwargs)
+def _session(**kwargs) -> L.TransportSession:  # type: ignore[no-untyped-def]
+    return L.TransportSession(send_control=lambda peer, body: None, **kwargs)
 
 
 def test_seed_feature_detection_snippet_works() -> None:

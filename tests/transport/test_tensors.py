@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pyisolate import transport as T
 from pyisolate._wire import DecodeContext
 from pyisolate.errors import ProtocolError
+from pyisolate.transport import lowlevel as L
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -194,7 +195,7 @@ def test_property_round_trip(roundtrip, dtype, shape, transpose, transport) -> N
 def test_hostile_layout_is_refused(codec, roundtrip) -> None:  # type: ignore[no-untyped-def]
     import msgpack
 
-    session = T.TransportSession(send_control=lambda p, b: None, transport="inline")
+    session = L.TransportSession(send_control=lambda p, b: None, transport="inline")
     from pyisolate._wire import EncodeContext
 
     body = codec.encode(torch.zeros(4), EncodeContext(session=session))

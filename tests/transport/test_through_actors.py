@@ -212,7 +212,7 @@ async def _check_transport(transport: str) -> None:
             assert storage_inode(back) is None
         else:
             assert T.is_shared(back)
-        assert rt.transport.override == transport
+        assert rt.transport.get().override == transport
 
 
 async def test_each_transport_end_to_end(
@@ -510,7 +510,7 @@ async def test_cuda_ipc_through_actors(anyio_backend: str, monkeypatch: pytest.M
     monkeypatch.setenv("PYISOLATE_ENABLE_CUDA_IPC", "1")
     opts = pyisolate.SpawnOptions(env={"PYISOLATE_ENABLE_CUDA_IPC": "1"})
     async with pyisolate.Runtime(options=opts) as rt:
-        cuda = rt.transport.transports["cuda_ipc"]
+        cuda = rt.transport.get().transports["cuda_ipc"]
         a = await rt.spawn(Tensors, name="a")
         b = await rt.spawn(Tensors, name="b")
         t = torch.arange(1 << 20, dtype=torch.float32, device="cuda")
