@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from ..environment import NO_UVLOOP
 from ._bootstrap import read_bootstrap
 from ._peercred import send_credentials
 from ._server import ActorServer, current_server
@@ -90,7 +91,7 @@ def _exit_code(exc: SystemExit) -> int:
 def _backend_options(backend: str) -> dict[str, Any]:
     """uvloop where it is installed: its loop turns cost a fraction of
     asyncio's, and a small call spends most of its time in them."""
-    if backend != "asyncio" or os.environ.get("PYISOLATE_NO_UVLOOP"):
+    if backend != "asyncio" or os.environ.get(NO_UVLOOP):
         return {}
     try:
         import uvloop  # noqa: F401

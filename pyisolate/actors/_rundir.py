@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..environment import RUNTIME_DIR
+
 __all__ = ["PREFIX", "RuntimeDir", "base_dir", "sweep_stale"]
 
 PREFIX = "pyisolate-"
@@ -32,7 +34,7 @@ def base_dir() -> Path:
     (Not ``$XDG_RUNTIME_DIR``: ipc socket paths must stay under 108 bytes, and
     the temp dir is short and always writable.)
     """
-    return Path(os.environ.get("PYISOLATE_RUNTIME_DIR") or tempfile.gettempdir())
+    return Path(os.environ.get(RUNTIME_DIR) or tempfile.gettempdir())
 
 
 class RuntimeDir:

@@ -37,6 +37,7 @@ from .._wire import (
     encode_header,
     exception_to_wire,
 )
+from ..environment import SHARED_WITH_ACTORS
 from ..errors import (
     ActorClosedError,
     ActorDiedError,
@@ -89,7 +90,7 @@ _THREAD_VARS = (
 )
 _KILL_GRACE = 2.0
 _LAST_WORDS_GRACE = 0.5
-_SHARED_SWITCHES = ("PYISOLATE_ENABLE_CUDA_IPC", "PYISOLATE_TRANSPORT")
+_SHARED_SWITCHES = SHARED_WITH_ACTORS
 _TRANSPORT_TICK = 0.5
 
 

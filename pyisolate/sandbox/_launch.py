@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+from ..environment import ENABLE_CUDA_IPC
 from ..errors import SandboxUnavailableError
 from ._cgroup import ActorCgroup, new_actor_cgroup
 from ._detect import Detection, detect
@@ -23,7 +24,7 @@ __all__ = ["SandboxWarning", "build_launch", "wants_gpu"]
 
 def wants_gpu(policy: SandboxPolicy, env: Mapping[str, str], *, cuda_transport: bool) -> bool:
     """GPU passthrough is on when asked for or when the CUDA transport is in use."""
-    return policy.gpu or cuda_transport or env.get("PYISOLATE_ENABLE_CUDA_IPC") == "1"
+    return policy.gpu or cuda_transport or env.get(ENABLE_CUDA_IPC) == "1"
 
 
 def _fix_text(det: Detection) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ..environment import ENABLE_CUDA_IPC
 from ._host import physical_memory, task_ceiling
 
 __all__ = [
@@ -71,7 +72,7 @@ GPU_ENV_ALLOW: tuple[str, ...] = (
     "CUDA_DEVICE_ORDER",
     "NVIDIA_VISIBLE_DEVICES",
     "NVIDIA_DRIVER_CAPABILITIES",
-    "PYISOLATE_ENABLE_CUDA_IPC",
+    ENABLE_CUDA_IPC,
 )
 
 

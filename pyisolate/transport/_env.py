@@ -12,8 +12,8 @@ import os
 
 __all__ = ["ENV_ENABLE_CUDA_IPC", "ENV_TRANSPORT", "cuda_ipc_enabled", "forced_transport"]
 
-ENV_TRANSPORT = "PYISOLATE_TRANSPORT"
-ENV_ENABLE_CUDA_IPC = "PYISOLATE_ENABLE_CUDA_IPC"
+from ..environment import ENABLE_CUDA_IPC as ENV_ENABLE_CUDA_IPC
+from ..environment import TRANSPORT as ENV_TRANSPORT
 
 
 def cuda_ipc_enabled() -> bool:

@@ -44,13 +44,14 @@ import weakref
 
 import attrs
 
+from ..environment import SHM_POOL_BYTES
 from ..errors import TransportError
 from . import _segments
 from ._base import Exported, Region
 
 __all__ = ["DEFAULT_POOL_BYTES", "ENV_POOL_BYTES", "SegmentPool", "bucket_size"]
 
-ENV_POOL_BYTES = "PYISOLATE_SHM_POOL_BYTES"
+ENV_POOL_BYTES = SHM_POOL_BYTES
 DEFAULT_POOL_BYTES = 1 << 30
 MIN_BUCKET = 64 * 1024
 
