@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Supervisor
+from pyisolate.supervision import ChildSpec, Supervisor
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests" / "supervision"
@@ -86,7 +86,7 @@ async def bench_spawn(rt: pyisolate.Runtime, template: bool, n: int) -> list[flo
     times = []
     for _ in range(n):
         started = time.perf_counter()
-        ref = await rt.spawn("torch_actor:TorchWorker", _template=template)
+        ref = await rt.spawn("torch_actor:TorchWorker", options=pyisolate.SpawnOptions(template=template))
         await ref.torch_version()
         times.append(time.perf_counter() - started)
         await ref.stop()
@@ -97,7 +97,7 @@ async def bench_many(rt: pyisolate.Runtime, count: int) -> dict[str, Any]:
     started = time.perf_counter()
     refs = []
     for _ in range(count):
-        refs.append(await rt.spawn("sup_actors:Worker", _template=True))
+        refs.append(await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True)))
     spawned = time.perf_counter() - started
     async with anyio.create_task_group() as tg:
         results: list[int] = []

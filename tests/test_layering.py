@@ -1,7 +1,7 @@
 """The design's layering and the public API surface, enforced.
 
 Lower layers never import higher ones (errors < _wire < transport < sandbox <
-actors < the package's top-level modules). Every ``__all__`` names things that
+actors < supervision < the package's top-level modules). Every ``__all__`` names things that
 exist, the top-level ``__all__`` is sorted, and importing pyisolate or an
 actor's entry module does not import torch or numpy (tensors are an option).
 """
@@ -29,8 +29,9 @@ LAYERS = {
     "sandbox": 3,
     "_internal.sandbox_detect": 3,
     "actors": 4,
+    "supervision": 5,
 }
-TOP = 5  # __init__, __main__, _demo, _doctor and anything else at the top
+TOP = 6  # __init__, __main__, _demo, _doctor and anything else at the top
 
 
 def _layer_of(parts: tuple[str, ...]) -> int:
@@ -110,10 +111,21 @@ def test_the_layering_check_sees_upward_imports(source: str) -> None:
     assert any(_layer_of(t) > own for t in _imported(fake, source)), source
 
 
+@pytest.mark.parametrize(
+    "source", ["from ..supervision import Supervisor", "from pyisolate.supervision._spec import X"]
+)
+def test_the_layering_check_sees_actors_importing_supervision(source: str) -> None:
+    # Positive controls: the runtime must not import the supervisors above it.
+    fake = ROOT / "actors" / "_x.py"
+    own = _layer_of(_module_parts(fake))
+    assert any(_layer_of(t) > own for t in _imported(fake, source)), source
+
+
 PUBLIC_MODULES = [
     "pyisolate",
     "pyisolate.errors",
     "pyisolate.actors",
+    "pyisolate.supervision",
     "pyisolate.sandbox",
     "pyisolate.transport",
     "pyisolate._internal.sandbox_detect",

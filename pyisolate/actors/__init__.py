@@ -1,7 +1,8 @@
 """Actors: the Actor base class, references, the Runtime that spawns them.
 
 Names are imported on first use: an actor process imports only what serving
-needs, which keeps its start-up close to a bare interpreter's.
+needs, which keeps its start-up close to a bare interpreter's. Supervision
+trees, built on these names, are in :mod:`pyisolate.supervision`.
 """
 
 from __future__ import annotations
@@ -16,73 +17,35 @@ if TYPE_CHECKING:
     from ._calls import RemoteStream
     from ._exit import exit_actor
     from ._options import SpawnOptions
-    from ._ref import ActorRef, RemoteMethod
+    from ._ref import DEFAULT_WINDOW, ActorRef, Endpoint, RemoteMethod
     from ._runtime import Runtime
-    from ._supblocking import BlockingSupervisor
-    from ._supchild import ChildCounts, ChildInfo, SupervisorStats
-    from ._supervisor import SupervisorHandle
-    from ._supref import SupervisedRef
-    from ._supspec import (
-        BRUTAL_KILL,
-        Backoff,
-        ChildSpec,
-        Heartbeat,
-        Restart,
-        Strategy,
-        Supervisor,
-        idempotent,
-    )
 
 __all__ = [
-    "BRUTAL_KILL",
+    "DEFAULT_WINDOW",
     "Actor",
     "ActorRef",
-    "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
-    "BlockingSupervisor",
-    "ChildCounts",
-    "ChildInfo",
-    "ChildSpec",
-    "Heartbeat",
+    "Endpoint",
     "RemoteMethod",
     "RemoteStream",
-    "Restart",
     "Runtime",
     "SpawnOptions",
-    "Strategy",
-    "SupervisedRef",
-    "Supervisor",
-    "SupervisorHandle",
-    "SupervisorStats",
     "exit_actor",
-    "idempotent",
 ]
 
 _WHERE = {
-    "BlockingSupervisor": "._supblocking",
+    "DEFAULT_WINDOW": "._ref",
     "Actor": "._actor",
     "ActorRef": "._ref",
-    "BRUTAL_KILL": "._supspec",
-    "Backoff": "._supspec",
     "BlockingActorRef": "._blocking",
     "BlockingRuntime": "._blocking",
-    "ChildCounts": "._supchild",
-    "ChildInfo": "._supchild",
-    "ChildSpec": "._supspec",
-    "Heartbeat": "._supspec",
+    "Endpoint": "._ref",
     "RemoteMethod": "._ref",
     "RemoteStream": "._calls",
-    "Restart": "._supspec",
     "Runtime": "._runtime",
     "SpawnOptions": "._options",
-    "Strategy": "._supspec",
-    "SupervisedRef": "._supref",
-    "Supervisor": "._supspec",
-    "SupervisorHandle": "._supervisor",
-    "SupervisorStats": "._supchild",
     "exit_actor": "._exit",
-    "idempotent": "._supspec",
 }
 
 

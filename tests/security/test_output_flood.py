@@ -112,7 +112,7 @@ async def test_stderr_line_flood_stalls_neither_host_nor_neighbour(rt: pyisolate
 
 @pytest.mark.parametrize("template", [False, True], ids=["cold", "forked"])
 async def test_rate_limit_drops_with_counted_note(rt: pyisolate.Runtime, template: bool) -> None:
-    ref = await rt.spawn(Noisy, name="counted", _template=template)
+    ref = await rt.spawn(Noisy, name="counted", options=pyisolate.SpawnOptions(template=template))
     with _Records("counted") as seen:
         await ref.write_lines(3 * BURST)
         lines = lambda: seen.messages(lambda m: m.startswith("line "))  # noqa: E731

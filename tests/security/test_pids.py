@@ -23,7 +23,7 @@ from conftest import descendants, eventually, pid_gone
 
 import pyisolate
 from pyisolate import ActorDiedError, ActorError, ProtocolError, SpawnOptions
-from pyisolate.actors._supspec import ChildSpec, Supervisor
+from pyisolate.supervision import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode, detect
 
 pytestmark = pytest.mark.anyio

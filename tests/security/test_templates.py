@@ -26,7 +26,7 @@ import pyisolate
 from pyisolate import ActorError, ProtocolError, SpawnOptions
 from pyisolate.actors._forkserver import place_fds
 from pyisolate.actors._pidfd import parent_of
-from pyisolate.actors._supspec import ChildSpec, Supervisor
+from pyisolate.supervision import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode, SandboxPolicy, detect
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import pytest
 from sup_helpers import eventually, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Supervisor
+from pyisolate.supervision import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode
 
 
