@@ -86,7 +86,9 @@ async def bench_spawn(rt: pyisolate.Runtime, template: bool, n: int) -> list[flo
     times = []
     for _ in range(n):
         started = time.perf_counter()
-        ref = await rt.spawn("torch_actor:TorchWorker", options=pyisolate.SpawnOptions(template=template))
+        ref = await rt.spawn(
+            "torch_actor:TorchWorker", options=pyisolate.SpawnOptions(template=template)
+        )
         await ref.torch_version()
         times.append(time.perf_counter() - started)
         await ref.stop()
@@ -97,7 +99,9 @@ async def bench_many(rt: pyisolate.Runtime, count: int) -> dict[str, Any]:
     started = time.perf_counter()
     refs = []
     for _ in range(count):
-        refs.append(await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True)))
+        refs.append(
+            await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+        )
     spawned = time.perf_counter() - started
     async with anyio.create_task_group() as tg:
         results: list[int] = []
@@ -130,7 +134,7 @@ async def run(args: argparse.Namespace) -> None:
         from pyisolate.sandbox import SandboxMode
 
         sandbox = SandboxMode.DISABLED
-    kwargs = {} if sandbox is None else {"sandbox": sandbox}
+    kwargs: dict[str, Any] = {} if sandbox is None else {"sandbox": sandbox}
     rows: list[tuple[str, str, str]] = []
     async with pyisolate.Runtime(**kwargs) as rt:
         warm = await bench_restart(rt, True, args.restarts)
@@ -194,7 +198,7 @@ async def run(args: argparse.Namespace) -> None:
             )
         )
     if args.chaos:
-        from test_sup_chaos import run_chaos
+        from test_sup_chaos import run_chaos  # type: ignore[import-not-found]  # tests/ on sys.path
 
         tally = await run_chaos(args.chaos)
         rows.append(

@@ -10,7 +10,7 @@ then: writing a spec costs ``attrs``, not the supervisor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     from ._host import SupervisorHost
 
 __all__ = ["ChildSpec", "Supervisor"]
+
+
+def _args(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(values)  # a named converter: attrs' typing of ``tuple`` is generic
+
+
+def _children(values: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
+    return tuple(values)
 
 
 def _check_shutdown(_inst: object, _attr: attrs.Attribute[Any], value: Shutdown) -> None:
@@ -55,7 +63,7 @@ class ChildSpec:
 
     id: str
     target: type | str | Supervisor
-    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[Any, ...] = attrs.field(default=(), converter=_args)
     kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     restart: Restart = Restart.PERMANENT
     shutdown: Shutdown = attrs.field(
@@ -91,7 +99,7 @@ class Supervisor:
     strategy: Strategy = Strategy.ONE_FOR_ONE
     intensity: int = 3
     period: float = attrs.field(default=5.0, validator=positive)
-    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=tuple)
+    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=_children)
     heartbeat: Heartbeat | None = attrs.Factory(Heartbeat)
     name: str | None = None
 
