@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Supervisor
+from pyisolate.supervision import ChildSpec, Supervisor
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests" / "supervision"
@@ -134,7 +134,7 @@ async def run(args: argparse.Namespace) -> None:
         from pyisolate.sandbox import SandboxMode
 
         sandbox = SandboxMode.DISABLED
-    kwargs = {} if sandbox is None else {"sandbox": sandbox}
+    kwargs: dict[str, Any] = {} if sandbox is None else {"sandbox": sandbox}
     rows: list[tuple[str, str, str]] = []
     async with pyisolate.Runtime(**kwargs) as rt:
         warm = await bench_restart(rt, True, args.restarts)
@@ -198,7 +198,7 @@ async def run(args: argparse.Namespace) -> None:
             )
         )
     if args.chaos:
-        from test_sup_chaos import run_chaos
+        from test_sup_chaos import run_chaos  # type: ignore[import-not-found]  # tests/ on sys.path
 
         tally = await run_chaos(args.chaos)
         rows.append(

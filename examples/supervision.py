@@ -13,7 +13,7 @@ import signal
 import anyio
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Restart, Strategy, Supervisor
+from pyisolate import ChildSpec, Restart, Strategy, Supervisor
 
 
 class Counter(pyisolate.Actor):

@@ -1,7 +1,7 @@
 """The design's layering and the public API surface, enforced.
 
 Lower layers never import higher ones (errors < _wire < transport < sandbox <
-actors < the package's top-level modules). Every ``__all__`` names things that
+actors < supervision < the package's top-level modules). Every ``__all__`` names things that
 exist, the top-level ``__all__`` is sorted, and importing pyisolate or an
 actor's entry module does not import torch or numpy (tensors are an option).
 """
@@ -30,8 +30,9 @@ LAYERS = {
     "sandbox": 3,
     "_internal.sandbox_detect": 3,
     "actors": 4,
+    "supervision": 5,
 }
-TOP = 5  # __init__, __main__, _demo, _doctor and anything else at the top
+TOP = 6  # __init__, __main__, _demo, _doctor and anything else at the top
 
 
 def _layer_of(parts: tuple[str, ...]) -> int:
@@ -111,10 +112,21 @@ def test_the_layering_check_sees_upward_imports(source: str) -> None:
     assert any(_layer_of(t) > own for t in _imported(fake, source)), source
 
 
+@pytest.mark.parametrize(
+    "source", ["from ..supervision import Supervisor", "from pyisolate.supervision._spec import X"]
+)
+def test_the_layering_check_sees_actors_importing_supervision(source: str) -> None:
+    # Positive controls: the runtime must not import the supervisors above it.
+    fake = ROOT / "actors" / "_x.py"
+    own = _layer_of(_module_parts(fake))
+    assert any(_layer_of(t) > own for t in _imported(fake, source)), source
+
+
 PUBLIC_MODULES = [
     "pyisolate",
     "pyisolate.errors",
     "pyisolate.actors",
+    "pyisolate.supervision",
     "pyisolate.sandbox",
     "pyisolate.transport",
     "pyisolate._internal.sandbox_detect",
@@ -314,3 +326,43 @@ def test_every_environment_variable_is_spelled_once() -> None:
                 seen.setdefault(node.value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     repeated = {name: where for name, where in seen.items() if len(where) > 1}
     assert repeated == {}, "define each variable's name once and import it"
+
+
+# -- facades: the lazy map, the type checkers' imports and __all__ agree -------
+
+
+def _lazy_map(module: object) -> dict[str, str] | None:
+    for attr in ("_WHERE", "_LAZY"):
+        found = getattr(module, attr, None)
+        if isinstance(found, dict):
+            return found
+    return None
+
+
+def _type_checking_names(name: str) -> set[str]:
+    path = Path(importlib.import_module(name).__file__ or "")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom):
+                    names.update(alias.asname or alias.name for alias in inner.names)
+    return names
+
+
+LAZY_FACADES = [
+    "pyisolate",
+    "pyisolate.actors",
+    "pyisolate.supervision",
+    "pyisolate.transport",
+    "pyisolate.transport.lowlevel",
+]
+
+
+@pytest.mark.parametrize("name", LAZY_FACADES)
+def test_facade_lists_agree(name: str) -> None:
+    module = importlib.import_module(name)
+    lazy = _lazy_map(module)
+    assert lazy is not None, f"{name} has no lazy map"
+    assert set(lazy) <= set(module.__all__), "every lazily exported name is in __all__"
+    assert set(lazy) <= _type_checking_names(name), "type checkers see every lazy name"

@@ -1,7 +1,8 @@
 """Actors: the Actor base class, references, the Runtime that spawns them.
 
 Names are imported on first use: an actor process imports only what serving
-needs, which keeps its start-up close to a bare interpreter's.
+needs, which keeps its start-up close to a bare interpreter's. Supervision
+trees, built on these names, are in :mod:`pyisolate.supervision`.
 """
 
 from __future__ import annotations
@@ -10,92 +11,55 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers; at run time, _WHERE
     from ._actor import Actor
     from ._blocking import BlockingActorRef, BlockingRuntime
     from ._calls import RemoteStream
     from ._exit import exit_actor
     from ._launchers import ActorStart, ColdLauncher, Launcher
     from ._options import SpawnOptions, default_compute_threads
-    from ._ref import ActorRef, RemoteMethod
+    from ._ref import DEFAULT_WINDOW, ActorRef, Endpoint, RemoteMethod
     from ._runtime import Runtime
     from ._spawning import SpawnRequest
-    from ._supblocking import BlockingSupervisor
-    from ._supchild import ChildCounts, ChildInfo, SupervisorStats
-    from ._supervisor import SupervisorHandle
-    from ._supref import SupervisedRef
-    from ._supspec import (
-        BRUTAL_KILL,
-        Backoff,
-        ChildSpec,
-        Heartbeat,
-        Restart,
-        Strategy,
-        Supervisor,
-        idempotent,
-    )
 
+# The one map of this facade: each exported name and the module defining it.
+_WHERE = {
+    "DEFAULT_WINDOW": "._ref",
+    "Actor": "._actor",
+    "ActorRef": "._ref",
+    "ActorStart": "._launchers",
+    "BlockingActorRef": "._blocking",
+    "BlockingRuntime": "._blocking",
+    "ColdLauncher": "._launchers",
+    "Endpoint": "._ref",
+    "Launcher": "._launchers",
+    "RemoteMethod": "._ref",
+    "RemoteStream": "._calls",
+    "Runtime": "._runtime",
+    "SpawnOptions": "._options",
+    "SpawnRequest": "._spawning",
+    "default_compute_threads": "._options",
+    "exit_actor": "._exit",
+}
+
+# Kept equal to the map (a test checks): type checkers read only a literal.
 __all__ = [
-    "BRUTAL_KILL",
+    "DEFAULT_WINDOW",
     "Actor",
     "ActorRef",
     "ActorStart",
-    "Backoff",
     "BlockingActorRef",
     "BlockingRuntime",
-    "BlockingSupervisor",
-    "ChildCounts",
-    "ChildInfo",
-    "ChildSpec",
     "ColdLauncher",
-    "Heartbeat",
+    "Endpoint",
     "Launcher",
     "RemoteMethod",
     "RemoteStream",
-    "Restart",
     "Runtime",
     "SpawnOptions",
     "SpawnRequest",
-    "Strategy",
-    "SupervisedRef",
-    "Supervisor",
-    "SupervisorHandle",
-    "SupervisorStats",
     "default_compute_threads",
     "exit_actor",
-    "idempotent",
 ]
-
-_WHERE = {
-    "BlockingSupervisor": "._supblocking",
-    "Actor": "._actor",
-    "ActorStart": "._launchers",
-    "ColdLauncher": "._launchers",
-    "Launcher": "._launchers",
-    "SpawnRequest": "._spawning",
-    "ActorRef": "._ref",
-    "BRUTAL_KILL": "._supspec",
-    "Backoff": "._supspec",
-    "BlockingActorRef": "._blocking",
-    "BlockingRuntime": "._blocking",
-    "ChildCounts": "._supchild",
-    "ChildInfo": "._supchild",
-    "ChildSpec": "._supspec",
-    "Heartbeat": "._supspec",
-    "RemoteMethod": "._ref",
-    "RemoteStream": "._calls",
-    "Restart": "._supspec",
-    "Runtime": "._runtime",
-    "SpawnOptions": "._options",
-    "Strategy": "._supspec",
-    "SupervisedRef": "._supref",
-    "Supervisor": "._supspec",
-    "SupervisorHandle": "._supervisor",
-    "SupervisorStats": "._supchild",
-    "default_compute_threads": "._options",
-    "exit_actor": "._exit",
-    "idempotent": "._supspec",
-}
-
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _WHERE)

@@ -9,7 +9,7 @@ ordinary iterators.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -17,9 +17,13 @@ from ._actor import STREAMING
 from ._calls import RemoteStream
 from ._ref import DEFAULT_WINDOW, ActorRef
 
+if TYPE_CHECKING:
+    from ._hosting import BlockingSupervisable
+
 __all__ = ["BlockingActorRef", "BlockingRuntime"]
 
 _END = object()
+_H = TypeVar("_H")
 
 
 class BlockingRuntime:
@@ -57,6 +61,12 @@ class BlockingRuntime:
             raise RuntimeError("use 'with Runtime.blocking() as rt:'")
         return self.portal.call(lambda: fn(*args, **kwargs))
 
+    def run_async(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` (async or not) on the runtime's event
+        loop and return its result: how blocking twins drive the async API
+        (this module's, and pyisolate.supervision's)."""
+        return self._call(fn, *args, **kwargs)
+
     def spawn(self, target: type | str, *args: Any, **kwargs: Any) -> BlockingActorRef:
         """Like ``Runtime.spawn``; returns a :class:`BlockingActorRef`."""
         ref = self._call(self.runtime.spawn, target, *args, **kwargs)
@@ -65,11 +75,9 @@ class BlockingRuntime:
     def actors(self) -> list[BlockingActorRef]:
         return [BlockingActorRef(self, r) for r in self.runtime.actors()]
 
-    def supervise(self, spec: Any) -> Any:
-        """Like ``Runtime.supervise``; returns a :class:`BlockingSupervisor`."""
-        from ._supblocking import BlockingSupervisor
-
-        return BlockingSupervisor(self, self._call(self.runtime.supervise, spec))
+    def supervise(self, spec: BlockingSupervisable[_H]) -> _H:
+        """Like ``Runtime.supervise``; returns a :class:`~pyisolate.BlockingSupervisor`."""
+        return spec.start_blocking(self)
 
 
 class BlockingActorRef:

@@ -352,7 +352,7 @@ class Router:
             and (dst is None or dst.routing is None or dst.state != "running")
             and held.offer(src, kind, call_id, frame, fds)
         ):
-            return  # a supervised actor between incarnations (see _suphold)
+            return  # a supervised actor between incarnations (see hold_calls)
         running = dst is not None and dst.routing is not None and dst.state == "running"
         unreachable: BaseException | None = None
         if fds:

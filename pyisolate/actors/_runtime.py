@@ -20,9 +20,9 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgpack
@@ -61,8 +61,9 @@ from ._channel import (
     monitor_socket,
 )
 from ._fdbudget import FdBudget
+from ._hosting import IncarnationView
 from ._launchers import ActorStart, ColdLauncher, ForkLauncher, Launcher
-from ._oob import encode_with_fds
+from ._oob import encode_with_fds, forward_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
 from ._process import ActorProcess, describe_exit, python_command
@@ -75,6 +76,9 @@ from ._spawning import SpawnRequest, check_collisions, code_paths
 
 if TYPE_CHECKING:
     from ..transport.lowlevel import TransportArg, TransportSession
+
+if TYPE_CHECKING:
+    from ._hosting import CallHolder, Supervisable
 
 __all__ = ["Runtime"]
 
@@ -92,6 +96,7 @@ _KILL_GRACE = 2.0
 _LAST_WORDS_GRACE = 0.5
 _SHARED_SWITCHES = SHARED_WITH_ACTORS
 _TRANSPORT_TICK = 0.5
+_H = TypeVar("_H")
 
 
 class Runtime(Router):
@@ -138,11 +143,12 @@ class Runtime(Router):
         self.transport: Any = None
         self._open = False
         self._closed = False
-        # Running supervisors (see _supervisor): stopped before the actors.
-        self._supervisors: list[Any] = []
+        # Awaited at close before the actors stop (supervisors: they would
+        # restart them), last first; see before_close.
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
         # Actor-to-actor calls held for supervised actors between incarnations
-        # (actor id -> _suphold.HeldCalls), registered by their supervisors.
-        self._holds: dict[int, Any] = {}
+        # (actor id -> the supervisor's holder), see hold_calls.
+        self._holds: dict[int, CallHolder] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -217,8 +223,8 @@ class Runtime(Router):
 
     async def _stop_all(self) -> None:
         # Supervisors first: they would restart the children stopped below.
-        for supervisor in reversed(self._supervisors):
-            await supervisor.stop()
+        for callback in reversed(self._before_close):
+            await callback()
         records = [r for r in self._records.values() if r.state in ("starting", "running")]
         async with anyio.create_task_group() as tg:
             for record in reversed(records):
@@ -396,20 +402,6 @@ class Runtime(Router):
         assert record.ref is not None
         return record.ref
 
-    # -- for supervisors (pyisolate's own layers above the core) -----------------
-
-    def reserve_actor_id(self) -> int:
-        """A fresh actor id, for a :class:`SpawnRequest` made ahead of its spawn."""
-        return next(self._ids)
-
-    async def spawn_request(self, request: SpawnRequest) -> ActorRef:
-        """Spawn from a :class:`SpawnRequest` (a reused id, a template scope)."""
-        return await self._spawn(request)
-
-    def release_template(self, scope: Any) -> None:
-        """Shut down the templates scoped to ``scope`` (their owner is done)."""
-        self._forks.release(scope)
-
     def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
         """The variables pyisolate sets for an actor; the sandbox adds the host
         variables its policy allows (all of them when unsandboxed)."""
@@ -586,14 +578,12 @@ class Runtime(Router):
                 record.name,
             )
 
-    async def supervise(self, spec: Any) -> Any:
-        """Start a supervision tree from a :class:`Supervisor` spec; return its
-        handle once every child runs (see ``pyisolate.actors._supervisor``)."""
+    async def supervise(self, spec: Supervisable[_H]) -> _H:
+        """Start a supervision tree from a :class:`~pyisolate.Supervisor` spec;
+        return its handle once every child runs (see ``pyisolate.supervision``)."""
         if not self._open:
             raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
-        from ._supervisor import start_supervisor
-
-        return await start_supervisor(self, spec)
+        return await spec.start(self)
 
     def kill_actor(self, actor_id: int) -> None:
         record = self._records.get(actor_id)
@@ -692,3 +682,82 @@ class Runtime(Router):
             self._raw_send(record, Kind.ERROR, call_id, source, body)
         except ActorDiedError:
             pass
+
+    # -- the interface of pyisolate.supervision -------------------------------------
+    # Internal: what a supervisor needs from its runtime beyond the public API,
+    # listed by pyisolate.supervision's SupervisorHost protocol (mypy checks
+    # that Runtime implements it). Not for applications.
+
+    def reserve_actor_id(self) -> int:
+        """A fresh actor id, for a child whose incarnations will all bear it."""
+        return next(self._ids)
+
+    async def spawn_incarnation(
+        self,
+        target: type | str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        actor_id: int,
+        name: str,
+        sandbox: SandboxArg | None,
+        options: SpawnOptions | None,
+        template_scope: Hashable | None,
+    ) -> ActorRef:
+        """Start one incarnation of a supervised child under ``actor_id``,
+        forked from the template of ``template_scope`` (the child's own), or as
+        ``options`` say when None."""
+        return await self._spawn(
+            SpawnRequest(
+                target,
+                tuple(args),
+                dict(kwargs),
+                name=name,
+                sandbox=sandbox,
+                options=options,
+                actor_id=actor_id,
+                template_scope=False if template_scope is None else template_scope,
+            )
+        )
+
+    def incarnation(self, actor_id: int) -> IncarnationView | None:
+        """The latest incarnation under ``actor_id`` (a failed start included)."""
+        record = self._records.get(actor_id)
+        return None if record is None else IncarnationView(self, record)
+
+    def hold_calls(self, actor_id: int, holder: CallHolder) -> None:
+        """Have the router offer ``holder`` the actor-to-actor frames for
+        ``actor_id`` while no incarnation runs, and tell it when one is READY."""
+        self._holds[actor_id] = holder
+
+    def release_calls(self, actor_id: int) -> None:
+        self._holds.pop(actor_id, None)
+
+    def forward_held(
+        self, caller: Any, kind: Kind, call_id: int, actor_id: int, frame: bytes, fds: list[int]
+    ) -> None:
+        """Route a frame a holder kept, unless its caller (a record) is gone."""
+        record = self._records.get(caller.id)
+        if record is None or record is not caller or record.state != "running":
+            forward_fds(fds, None)  # closes them
+            return
+        self._forward(record, kind, call_id, actor_id, frame, fds)
+
+    def answer_with_error(
+        self, caller_id: int, call_id: int, actor_id: int, error: BaseException
+    ) -> None:
+        self._send_error_to(caller_id, call_id, actor_id, error)
+
+    def discard_fds(self, fds: list[int]) -> None:
+        forward_fds(fds, None)  # closes them
+
+    async def start_service(self, service: Callable[..., Awaitable[Any]]) -> Any:
+        """Run ``service`` in the runtime's task group (``TaskGroup.start``)."""
+        return await self._tg.start(service)
+
+    def before_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._before_close.append(callback)
+
+    def release_template(self, scope: Hashable) -> None:
+        """Shut down the templates scoped to ``scope`` (their owner is done)."""
+        self._forks.release(scope)

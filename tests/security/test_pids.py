@@ -23,8 +23,8 @@ from conftest import descendants, eventually, pid_gone
 
 import pyisolate
 from pyisolate import ActorDiedError, ActorError, ProtocolError, SpawnOptions
-from pyisolate.actors._supspec import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode, detect
+from pyisolate.supervision import ChildSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
 

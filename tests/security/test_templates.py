@@ -26,8 +26,8 @@ import pyisolate
 from pyisolate import ActorError, ProtocolError, SpawnOptions
 from pyisolate.actors._forkserver import place_fds
 from pyisolate.actors._pidfd import parent_of
-from pyisolate.actors._supspec import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode, SandboxPolicy, detect
+from pyisolate.supervision import ChildSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
 

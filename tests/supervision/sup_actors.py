@@ -14,7 +14,7 @@ import anyio
 
 import pyisolate
 from pyisolate.actors._exit import exit_actor
-from pyisolate.actors._supspec import idempotent
+from pyisolate.supervision import idempotent
 
 
 def _journal(path: str | None, line: str) -> None:

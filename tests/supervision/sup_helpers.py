@@ -11,7 +11,7 @@ from typing import Any
 from conftest import eventually  # noqa: F401  (the root conftest's, re-exported)
 from sup_actors import Worker
 
-from pyisolate.actors._supspec import ChildSpec, Heartbeat, Restart
+from pyisolate.supervision import ChildSpec, Heartbeat, Restart
 
 FAST_HEARTBEAT = Heartbeat(interval=0.1, timeout=0.3, tolerance=2)
 

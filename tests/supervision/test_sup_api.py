@@ -11,7 +11,7 @@ import pytest
 from sup_helpers import eventually, lines, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import Backoff, ChildSpec, Restart, Supervisor
+from pyisolate.supervision import Backoff, ChildSpec, Restart, Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +76,7 @@ async def test_child_management(rt: pyisolate.Runtime, journal: Path) -> None:
 
 
 def pyisolate_counts(specs: int, active: int, supervisors: int, workers: int) -> object:
-    from pyisolate.actors._supchild import ChildCounts
+    from pyisolate.supervision import ChildCounts
 
     return ChildCounts(specs, active, supervisors, workers)
 
@@ -166,7 +166,7 @@ async def test_self_exit_and_logging(
 
 
 def test_exit_actor_outside_an_actor() -> None:
-    from pyisolate.actors._exit import exit_actor
+    from pyisolate import exit_actor
 
     with pytest.raises(RuntimeError):
         exit_actor()

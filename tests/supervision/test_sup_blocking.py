@@ -11,8 +11,8 @@ import pytest
 from sup_helpers import eventually, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Supervisor
 from pyisolate.sandbox import SandboxMode
+from pyisolate.supervision import ChildSpec, Supervisor
 
 
 def test_blocking_supervise() -> None:

@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Heartbeat, Supervisor
+from pyisolate.supervision import ChildSpec, Heartbeat, Supervisor
 
 pytestmark = pytest.mark.anyio
 

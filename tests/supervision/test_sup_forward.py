@@ -1,5 +1,5 @@
 """Actor-to-actor calls to a supervised child while it restarts: the host
-holds them (``_suphold``) and delivers them, in order, to the next incarnation;
+holds them (``pyisolate.supervision._held_calls``) and delivers them, in order, to the next incarnation;
 they fail with the final error if the child will not run again."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from sup_helpers import eventually, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import Backoff, Supervisor
+from pyisolate.supervision import Backoff, Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -66,11 +66,11 @@ async def test_forwarded_calls_wait_for_the_next_incarnation(
         tg.start_soon(relay)
         tg.start_soon(ordered)
         tg.start_soon(array)
-        await eventually(lambda: len(rt._holds[child.id]) >= 5)  # 1 + 3 casts + 1 + 1
+        await eventually(lambda: sup.waiting_calls("a") >= 5)  # 1 + 3 casts + 1 + 1
         assert results == {}  # waiting, not failed
         flag.unlink()
     assert results == {"relay": ["hi", None], "ordered": 6, "array": True}
-    assert len(rt._holds[child.id]) == 0
+    assert sup.waiting_calls("a") == 0
 
 
 async def test_call_in_flight_at_the_death_fails_once(
@@ -97,7 +97,7 @@ async def test_held_call_times_out_and_is_withdrawn(rt: pyisolate.Runtime, tmp_p
     sup, child, caller = await _failing_child(rt, flag)
     await _kill_into_failing_restarts(rt, sup, child, flag)
     assert await caller.relay("echo", [1], 0.3) == [None, "TimeoutError"]
-    await eventually(lambda: len(rt._holds[child.id]) == 0)  # its CANCEL removed it
+    await eventually(lambda: sup.waiting_calls("a") == 0)  # its CANCEL removed it
     flag.unlink()
     assert await caller.relay("value", [], 10) == [0, None]
 
@@ -116,7 +116,7 @@ async def test_held_calls_fail_when_the_child_stays_down(
     started = anyio.current_time()
     async with anyio.create_task_group() as tg:
         tg.start_soon(relay)
-        await eventually(lambda: len(rt._holds[child.id]) == 1)
+        await eventually(lambda: sup.waiting_calls("a") == 1)
         await sup.terminate_child("a")
     assert results == [[None, "ActorClosedError"]]
     assert anyio.current_time() - started < 10  # failed at once, not at the timeout

@@ -22,7 +22,7 @@ import pytest
 from sup_helpers import FAST_HEARTBEAT, eventually, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import Backoff, Restart, Supervisor
+from pyisolate.supervision import Backoff, Restart, Supervisor
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from sup_helpers import eventually, lines, signal_actor, worker
 
 import pyisolate
-from pyisolate.actors._supspec import ChildSpec, Strategy, Supervisor
+from pyisolate.supervision import ChildSpec, Strategy, Supervisor
 
 pytestmark = pytest.mark.anyio
 

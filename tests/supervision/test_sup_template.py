@@ -13,6 +13,8 @@ import pyisolate
 
 pytestmark = pytest.mark.anyio
 
+FORKED = pyisolate.SpawnOptions(template=True)  # the template shared by these settings
+
 
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
@@ -21,8 +23,8 @@ def _ppid(pid: int) -> int:
 
 
 async def test_forked_actor_works_and_reports_its_exit(rt: pyisolate.Runtime) -> None:
-    first = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
-    second = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+    first = await rt.spawn("sup_actors:Worker", options=FORKED)
+    second = await rt.spawn("sup_actors:Worker", options=FORKED)
     assert await first.inc(2) == 2 and await second.inc(3) == 3
     pid = rt.process_id(second)
     assert pid is not None and _ppid(pid) != os.getpid()  # the template is its parent
@@ -33,13 +35,13 @@ async def test_forked_actor_works_and_reports_its_exit(rt: pyisolate.Runtime) ->
     os.kill(rt.process_id(first), signal.SIGKILL)  # type: ignore[arg-type]
     with pytest.raises(pyisolate.ActorDiedError):
         await eventually(lambda: first.inc(), timeout=5)
-    third = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+    third = await rt.spawn("sup_actors:Worker", options=FORKED)
     assert await third.inc() == 1
     await third.stop()
 
 
 async def test_forked_actor_self_exit_is_normal(rt: pyisolate.Runtime) -> None:
-    ref = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+    ref = await rt.spawn("sup_actors:Worker", options=FORKED)
     pid = rt.process_id(ref)
     await ref.quit()
     await eventually(lambda: rt.process_id(ref) is None)
@@ -48,7 +50,7 @@ async def test_forked_actor_self_exit_is_normal(rt: pyisolate.Runtime) -> None:
 
 async def test_sandboxed_template() -> None:
     async with pyisolate.Runtime() as rt:  # the default (sandboxed) policy
-        ref = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+        ref = await rt.spawn("sup_actors:Worker", options=FORKED)
         assert await ref.inc() == 1
         assert rt.isolation(ref) == rt.isolation(await rt.spawn("sup_actors:Worker"))
 
@@ -58,7 +60,7 @@ async def test_cold_fallback_is_logged(
 ) -> None:
     monkeypatch.delattr(os, "fork")
     with caplog.at_level(logging.DEBUG, logger="pyisolate.template"):
-        ref = await rt.spawn("sup_actors:Worker", options=pyisolate.SpawnOptions(template=True))
+        ref = await rt.spawn("sup_actors:Worker", options=FORKED)
     assert await ref.inc() == 1
     assert any("starts cold" in r.getMessage() for r in caplog.records)
     assert _ppid(rt.process_id(ref)) == os.getpid()  # type: ignore[arg-type]
@@ -66,6 +68,6 @@ async def test_cold_fallback_is_logged(
 
 async def test_torch_actor_from_template_has_no_cuda_context(rt: pyisolate.Runtime) -> None:
     pytest.importorskip("torch")
-    ref = await rt.spawn("torch_actor:TorchWorker", options=pyisolate.SpawnOptions(template=True))
+    ref = await rt.spawn("torch_actor:TorchWorker", options=FORKED)
     assert await ref.double([1.0, 2.0]) == [2.0, 4.0]
     assert await ref.cuda_initialized() is False

@@ -11,19 +11,21 @@ ActorDiedError (at most once); only methods marked idempotent are sent again.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
 
+from ..actors import DEFAULT_WINDOW, ActorRef
 from ..errors import ActorDiedError
-from ._calls import RemoteStream
-from ._ref import DEFAULT_WINDOW, ActorRef, Endpoint
+
+if TYPE_CHECKING:
+    from ..actors import Endpoint, RemoteStream
 
 __all__ = ["SupervisedRef"]
 
 
-class Slot(Protocol):
+class ChildSlot(Protocol):
     """What a supervised reference needs from its supervisor's child slot."""
 
     idempotent: frozenset[str]
@@ -59,7 +61,7 @@ class SupervisedRef(ActorRef):
         name: str,
         methods: dict[str, str] | None,
         default_timeout: float | None,
-        slot: Slot,
+        slot: ChildSlot,
     ) -> None:
         super().__init__(endpoint, actor_id, name, methods, default_timeout)
         self._slot = slot

@@ -1,21 +1,24 @@
-"""The blocking facade of a supervisor: ``rt.supervise(spec)`` on a
-:class:`BlockingRuntime` returns a :class:`BlockingSupervisor`.
+"""The blocking facade of a supervisor: ``brt.supervise(spec)`` on a
+:class:`~pyisolate.actors.BlockingRuntime` returns a :class:`BlockingSupervisor`.
 
 Every method runs the async one on the runtime's event loop and waits for it.
-``ref(child_id)`` returns a :class:`BlockingActorRef` around the child's
-:class:`SupervisedRef`, so it follows the child across restarts (a call made
-while the child restarts waits for the next incarnation, up to its timeout).
+``ref(child_id)`` returns a :class:`~pyisolate.actors.BlockingActorRef`
+around the child's :class:`SupervisedRef`, so it follows the child across
+restarts (a call made while the child restarts waits for the next
+incarnation, up to its timeout).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..actors import BlockingActorRef
+from ._handle import SupervisorHandle
+
 if TYPE_CHECKING:
-    from ._blocking import BlockingActorRef, BlockingRuntime
-    from ._supchild import ChildCounts, ChildInfo, SupervisorStats
-    from ._supervisor import SupervisorHandle
-    from ._supspec import ChildSpec
+    from ..actors import BlockingRuntime
+    from ._spec import ChildSpec
+    from ._stats import ChildCounts, ChildInfo, SupervisorStats
 
 __all__ = ["BlockingSupervisor"]
 
@@ -43,44 +46,43 @@ class BlockingSupervisor:
         return self.handle.done
 
     def _wrap(self, child: Any) -> Any:
-        from ._blocking import BlockingActorRef
-        from ._supervisor import SupervisorHandle
-
         if isinstance(child, SupervisorHandle):
             return BlockingSupervisor(self._owner, child)
         return BlockingActorRef(self._owner, child)
 
     def ref(self, child_id: str) -> BlockingActorRef:
         """The child's reference, valid across restarts."""
-        return self._wrap(self._owner._call(self.handle.ref, child_id))  # type: ignore[no-any-return]
+        return BlockingActorRef(self._owner, self._owner.run_async(self.handle.ref, child_id))
 
     def supervisor(self, child_id: str) -> BlockingSupervisor:
         """Nested supervisor ``child_id`` (follows its restarts)."""
-        return BlockingSupervisor(self._owner, self._owner._call(self.handle.supervisor, child_id))
+        return BlockingSupervisor(
+            self._owner, self._owner.run_async(self.handle.supervisor, child_id)
+        )
 
     def which_children(self) -> list[ChildInfo]:
-        return self._owner._call(self.handle.which_children)  # type: ignore[no-any-return]
+        return self._owner.run_async(self.handle.which_children)  # type: ignore[no-any-return]
 
     def count_children(self) -> ChildCounts:
-        return self._owner._call(self.handle.count_children)  # type: ignore[no-any-return]
+        return self._owner.run_async(self.handle.count_children)  # type: ignore[no-any-return]
 
     def start_child(self, spec: ChildSpec) -> Any:
         """Add and start a child; returns its blocking reference (or supervisor)."""
-        return self._wrap(self._owner._call(self.handle.start_child, spec))
+        return self._wrap(self._owner.run_async(self.handle.start_child, spec))
 
     def terminate_child(self, child_id: str) -> None:
-        self._owner._call(self.handle.terminate_child, child_id)
+        self._owner.run_async(self.handle.terminate_child, child_id)
 
     def restart_child(self, child_id: str) -> None:
-        self._owner._call(self.handle.restart_child, child_id)
+        self._owner.run_async(self.handle.restart_child, child_id)
 
     def delete_child(self, child_id: str) -> None:
-        self._owner._call(self.handle.delete_child, child_id)
+        self._owner.run_async(self.handle.delete_child, child_id)
 
     def stop(self) -> None:
         """Stop every child in reverse start order, then the supervisor."""
-        self._owner._call(self.handle.stop)
+        self._owner.run_async(self.handle.stop)
 
     def wait(self) -> None:
         """Block until the supervisor stops; RestartIntensityError if it gave up."""
-        self._owner._call(self.handle.wait)
+        self._owner.run_async(self.handle.wait)

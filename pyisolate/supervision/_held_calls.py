@@ -1,20 +1,20 @@
 """Actor-to-actor calls that wait for a supervised child's next incarnation.
 
-A call from one actor to another is routed by the host (``Runtime._forward``).
-When its target is a supervised child that is down but will be started again
-(it died a moment ago, is restarting, or is being started), the host holds the
-frame here instead of answering ActorClosedError, and delivers the held frames
-in their order once the next incarnation is READY (before any frame that
-arrives after the READY). A caller that gives up (its timeout) sends a CANCEL,
-which removes its frame; a caller that dies has its frames dropped at
-delivery. When the child will not run again (terminated, deleted, its
-supervisor stopped or gave up), the held calls fail with that error.
+A call from one actor to another is routed by the host. When its target is a
+supervised child that is down but will be started again (it died a moment
+ago, is restarting, or is being started), the host's router offers the frame
+here (:meth:`HeldCalls.offer`) instead of answering ActorClosedError, and has
+the held frames delivered in their order once the next incarnation is READY
+(:meth:`HeldCalls.deliver`, before any frame that arrives after the READY).
+A caller that gives up (its timeout) sends a CANCEL, which removes its frame;
+a caller that dies has its frames dropped at delivery. When the child will
+not run again (terminated, deleted, its supervisor stopped or gave up), the
+held calls fail with that error.
 
 Calls in flight at the death are not held: they fail once with
-ActorDiedError (``Runtime._on_exit``), as before. Held frames keep the file
-descriptors that came with them (tensors), forwarded on delivery, closed on
-failure. The queue is bounded in frames and in fds; past either bound a call
-fails at once.
+ActorDiedError, as for any actor. Held frames keep the file descriptors that
+came with them (tensors), forwarded on delivery, closed on failure. The queue
+is bounded in frames and in fds; past either bound a call fails at once.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ import attrs
 
 from .._wire import Kind
 from ..errors import ActorClosedError
-from ._oob import forward_fds
 
 if TYPE_CHECKING:
-    from ._record import _Record
-    from ._runtime import Runtime
-    from ._supchild import Slot
+    from ._host import SupervisorHost
+    from ._slot import Slot
 
 __all__ = ["MAX_HELD_FDS", "MAX_HELD_FRAMES", "HeldCalls"]
 
@@ -42,7 +40,7 @@ _HELD = frozenset({Kind.CALL, Kind.STREAM, Kind.CAST})
 
 @attrs.define(eq=False)
 class _Frame:
-    src: _Record
+    src: Any  # the sender, as the router handed it to offer(): opaque here
     kind: Kind
     call_id: int
     frame: bytes
@@ -52,11 +50,12 @@ class _Frame:
 class HeldCalls:
     """Frames waiting for the next incarnation of one supervised actor id.
 
-    Registered as ``runtime._holds[actor_id]`` by the supervisor; ``slot`` is
-    the child slot that decides whether the child will run again."""
+    Made at the child's first start and registered with the host
+    (``hold_calls``); ``slot`` is the child slot that decides whether the
+    child will run again (a restarted nested supervisor's slot takes over)."""
 
-    def __init__(self, runtime: Runtime, actor_id: int, slot: Slot) -> None:
-        self.runtime = runtime
+    def __init__(self, host: SupervisorHost, actor_id: int, slot: Slot) -> None:
+        self.host = host
         self.actor_id = actor_id
         self.slot = slot
         self._frames: collections.deque[_Frame] = collections.deque()
@@ -65,8 +64,8 @@ class HeldCalls:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def offer(self, src: _Record, kind: Kind, call_id: int, frame: bytes, fds: list[int]) -> bool:
-        """Called by ``_forward`` for a frame to this id while no incarnation
+    def offer(self, src: Any, kind: Kind, call_id: int, frame: bytes, fds: list[int]) -> bool:
+        """Called by the router for a frame to this id while no incarnation
         runs. True: held (or, a CANCEL, consumed); False: route it as usual."""
         if kind is Kind.CANCEL:
             for held in self._frames:
@@ -78,9 +77,9 @@ class HeldCalls:
         if kind not in _HELD or not self.slot.holds_calls():
             return False
         if len(self._frames) >= MAX_HELD_FRAMES or self._nfds + len(fds) > MAX_HELD_FDS:
-            forward_fds(fds, None)
+            self.host.discard_fds(fds)
             if kind is not Kind.CAST:
-                self.runtime._send_error_to(
+                self.host.answer_with_error(
                     src.id,
                     call_id,
                     self.actor_id,
@@ -97,26 +96,25 @@ class HeldCalls:
 
     def deliver(self) -> None:
         """The next incarnation is READY: forward the held frames in order."""
-        rt = self.runtime
         frames, self._frames, self._nfds = self._frames, collections.deque(), 0
         for held in frames:
-            if rt._records.get(held.src.id) is not held.src or held.src.state != "running":
-                forward_fds(held.fds, None)  # its caller is gone
-                continue
-            rt._forward(held.src, held.kind, held.call_id, self.actor_id, held.frame, held.fds)
+            self.host.forward_held(
+                held.src, held.kind, held.call_id, self.actor_id, held.frame, held.fds
+            )
 
     def recheck(self) -> None:
         """The slot changed: deliver if an incarnation runs, fail the held
         calls if none will."""
         if not self._frames:
             return
-        record = self.runtime._records.get(self.actor_id)
-        if record is not None and record.state == "running" and record.routing is not None:
+        current = self.host.incarnation(self.actor_id)
+        if current is not None and current.connected:
             self.deliver()
         elif not self.slot.holds_calls():
             self.fail(self.slot.final_error())
 
     def fail(self, error: BaseException) -> None:
+        """Fail every held call with ``error`` (the child will not run again)."""
         while self._frames:
             held = self._frames.popleft()
             self._drop(held, error)
@@ -124,23 +122,6 @@ class HeldCalls:
 
     def _drop(self, held: _Frame, error: BaseException | None = None) -> None:
         self._nfds -= len(held.fds)
-        forward_fds(held.fds, None)
+        self.host.discard_fds(held.fds)
         if error is not None and held.kind is not Kind.CAST:
-            self.runtime._send_error_to(held.src.id, held.call_id, self.actor_id, error)
-
-
-def register(runtime: Runtime, actor_id: int, slot: Slot) -> None:
-    """Make ``slot`` the decider for calls to ``actor_id`` (a launch, or a
-    restarted nested supervisor taking the child over)."""
-    held: Any = runtime._holds.get(actor_id)
-    if held is None:
-        runtime._holds[actor_id] = HeldCalls(runtime, actor_id, slot)
-    else:
-        held.slot = slot
-        held.recheck()
-
-
-def unregister(runtime: Runtime, actor_id: int, error: BaseException) -> None:
-    held: Any = runtime._holds.pop(actor_id, None)
-    if held is not None:
-        held.fail(error)
+            self.host.answer_with_error(held.src.id, held.call_id, self.actor_id, error)
