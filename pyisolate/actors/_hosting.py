@@ -6,26 +6,39 @@ runtime never imports supervision. The two meet here: the runtime's
 (:class:`Supervisable`, double dispatch, so this layer names no supervision
 class), and a supervisor watches and stops each incarnation of its children
 through an :class:`IncarnationView` (the runtime's ``incarnation(actor_id)``).
-The rest of the interface is the section "the interface of
-pyisolate.supervision" at the end of :class:`~pyisolate.actors.Runtime`.
+The rest of the interface is :class:`SupervisorHosting`, a mixin of the
+Runtime (pyisolate.supervision's ``SupervisorHost`` protocol lists it, and
+mypy checks that the Runtime implements it). Not for applications.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
 from .._wire import Kind
+from ._oob import forward_fds
 from ._process import KILL_GRACE
+from ._spawning import SpawnRequest
 
 if TYPE_CHECKING:
     from ._blocking import BlockingRuntime
+    from ._launchers import ForkLauncher
+    from ._options import SpawnOptions
     from ._record import _Record
     from ._ref import ActorRef
     from ._runtime import Runtime
+    from ._spawnargs import SandboxArg
 
-__all__ = ["BlockingSupervisable", "CallHolder", "IncarnationView", "Supervisable"]
+__all__ = [
+    "BlockingSupervisable",
+    "CallHolder",
+    "IncarnationView",
+    "Supervisable",
+    "SupervisorHosting",
+]
 
 _H_co = TypeVar("_H_co", covariant=True)
 
@@ -121,3 +134,93 @@ class IncarnationView:
         record.death = cause
         if record.process is not None:
             record.process.kill()
+
+
+class SupervisorHosting:
+    """What a supervisor needs from its runtime beyond the public API; a
+    mixin of the Runtime, whose state it declares for the type checker."""
+
+    _ids: Iterator[int]
+    _records: dict[int, _Record]
+    _holds: dict[int, Any]
+    _tg: Any
+    _before_close: list[Callable[[], Awaitable[None]]]
+    _forks: ForkLauncher
+    _spawn: Callable[[SpawnRequest], Awaitable[ActorRef]]
+    _forward: Callable[..., None]
+    _send_error_to: Callable[[int, int, int, BaseException], None]
+
+    def reserve_actor_id(self) -> int:
+        """A fresh actor id, for a child whose incarnations will all bear it."""
+        return next(self._ids)
+
+    async def spawn_incarnation(
+        self,
+        target: type | str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        actor_id: int,
+        name: str,
+        sandbox: SandboxArg | None,
+        options: SpawnOptions | None,
+        template_scope: Hashable | None,
+    ) -> ActorRef:
+        """Start one incarnation of a supervised child under ``actor_id``,
+        forked from the template of ``template_scope`` (the child's own), or as
+        ``options`` say when None."""
+        return await self._spawn(
+            SpawnRequest(
+                target,
+                tuple(args),
+                dict(kwargs),
+                name=name,
+                sandbox=sandbox,
+                options=options,
+                actor_id=actor_id,
+                template_scope=False if template_scope is None else template_scope,
+            )
+        )
+
+    def incarnation(self, actor_id: int) -> IncarnationView | None:
+        """The latest incarnation under ``actor_id`` (a failed start included)."""
+        record = self._records.get(actor_id)
+        runtime: Runtime = self  # type: ignore[assignment]  # only Runtime mixes this in
+        return None if record is None else IncarnationView(runtime, record)
+
+    def hold_calls(self, actor_id: int, holder: CallHolder) -> None:
+        """Have the router offer ``holder`` the actor-to-actor frames for
+        ``actor_id`` while no incarnation runs, and tell it when one is READY."""
+        self._holds[actor_id] = holder
+
+    def release_calls(self, actor_id: int) -> None:
+        self._holds.pop(actor_id, None)
+
+    def forward_held(
+        self, caller: Any, kind: Kind, call_id: int, actor_id: int, frame: bytes, fds: list[int]
+    ) -> None:
+        """Route a frame a holder kept, unless its caller (a record) is gone."""
+        record = self._records.get(caller.id)
+        if record is None or record is not caller or record.state != "running":
+            forward_fds(fds, None)  # closes them
+            return
+        self._forward(record, kind, call_id, actor_id, frame, fds)
+
+    def answer_with_error(
+        self, caller_id: int, call_id: int, actor_id: int, error: BaseException
+    ) -> None:
+        self._send_error_to(caller_id, call_id, actor_id, error)
+
+    def discard_fds(self, fds: list[int]) -> None:
+        forward_fds(fds, None)  # closes them
+
+    async def start_service(self, service: Callable[..., Awaitable[Any]]) -> Any:
+        """Run ``service`` in the runtime's task group (``TaskGroup.start``)."""
+        return await self._tg.start(service)
+
+    def before_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._before_close.append(callback)
+
+    def release_template(self, scope: Hashable) -> None:
+        """Shut down the templates scoped to ``scope`` (their owner is done)."""
+        self._forks.release(scope)

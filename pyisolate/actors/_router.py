@@ -46,6 +46,7 @@ from ._oob import decode_with_fds, forward_fds, receive_fds
 from ._peercred import read_credentials
 from ._record import _Record
 from ._ref import ActorRef
+from ._sending import Sender
 from ._spawnargs import start_error
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ class _Refused(Exception):
         self.reason = reason
 
 
-class Router:
-    """Routing methods of the Runtime."""
+class Router(Sender):
+    """Routing methods of the Runtime (its sending side is :class:`Sender`)."""
 
     _records: dict[int, _Record]
     _by_routing: dict[bytes, _Record]
@@ -91,17 +92,6 @@ class Router:
     _host_handlers: dict[Kind, Callable[[_Record, Kind, int, Any], None]]
     calls: CallTable
     transport: LazySession
-
-    def _raw_send(
-        self, record: _Record, kind: Kind, call_id: int, peer: int, body: bytes | None = None
-    ) -> None:
-        raise NotImplementedError
-
-    def _emit(self, record: _Record, payload: bytes) -> None:
-        raise NotImplementedError
-
-    def _send_error_to(self, peer: int, call_id: int, source: int, exc: BaseException) -> None:
-        raise NotImplementedError
 
     # -- receiving ---------------------------------------------------------------
 

@@ -17,62 +17,47 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import secrets
-import socket
 import sys
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import msgpack
 
 from .._wire import (
-    HEADER_SIZE,
     HOST,
     Codec,
-    EncodeContext,
     Kind,
     Limits,
-    encode_header,
-    exception_to_wire,
 )
-from ..environment import SHARED_WITH_ACTORS
 from ..errors import (
     ActorClosedError,
     ActorDiedError,
     ActorError,
     ActorStartError,
-    TransportError,
 )
-from ..sandbox import LaunchRequest, SandboxMode, sandbox_for
+from ..sandbox import SandboxMode
 from ..transport.lowlevel import LazySession, resolve_transports
 from ._calls import CallTable
 from ._capabilities import Capabilities
 from ._channel import (
-    HOST_SNDHWM,
     Context,
-    PeerBusy,
-    PeerGone,
     Pump,
-    check_size,
     close_sockets,
     host_socket,
     monitor_socket,
 )
 from ._fdbudget import FdBudget
-from ._hosting import IncarnationView
-from ._launchers import ActorStart, ColdLauncher, ForkLauncher, Launcher
-from ._oob import encode_with_fds, forward_fds
-from ._options import SpawnOptions, default_compute_threads
-from ._peercred import enable_credentials
-from ._process import ActorProcess, describe_exit, python_command
+from ._hosting import SupervisorHosting
+from ._launchers import ColdLauncher, ForkLauncher, Launcher
+from ._options import SpawnOptions
+from ._process import describe_exit
 from ._record import _Record
 from ._ref import ActorRef
 from ._router import Router
 from ._rundir import RuntimeDir, sweep_stale
-from ._spawnargs import SandboxArg, own_uid, sandbox_setting, target_spec
-from ._spawning import SpawnRequest, check_collisions, code_paths
+from ._spawnargs import SandboxArg, sandbox_setting
+from ._spawning import Spawner, SpawnRequest, check_collisions
 
 if TYPE_CHECKING:
     from ..transport.lowlevel import TransportArg, TransportSession
@@ -84,22 +69,14 @@ __all__ = ["Runtime"]
 
 log = logging.getLogger("pyisolate.runtime")
 
-_PKG_ROOT = str(Path(__file__).resolve().parents[2])
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
 _KILL_GRACE = 2.0
 _LAST_WORDS_GRACE = 0.5
-_SHARED_SWITCHES = SHARED_WITH_ACTORS
+
 _TRANSPORT_TICK = 0.5
 _H = TypeVar("_H")
 
 
-class Runtime(Router):
+class Runtime(Spawner, SupervisorHosting, Router):
     """Spawns and owns actors; use as ``async with Runtime() as rt``.
 
     Leaving the block stops every actor (gracefully, then by force after its
@@ -276,147 +253,6 @@ class Runtime(Router):
         return await self._spawn(
             SpawnRequest(target, args, {**(init or {}), **kwargs}, name, sandbox, options)
         )
-
-    async def _spawn(self, request: SpawnRequest) -> ActorRef:
-        """prepare -> launch -> wait for READY (supervisors come in here too)."""
-        if not self._open:
-            raise RuntimeError("the Runtime is not running: use 'async with Runtime() as rt'")
-        opts = request.options or self.options
-        spec, main_path = target_spec(request.target)
-        # A supervisor restarts a child under its old id: references follow it.
-        actor_id = next(self._ids) if request.actor_id is None else request.actor_id
-        name = request.name or f"{spec.rpartition(':')[2].rpartition('.')[2].lower()}-{actor_id}"
-        if any(
-            r.name == name and r.state in ("starting", "running") for r in self._records.values()
-        ):
-            raise ValueError(f"an actor named {name!r} is already running")
-        # References to this id are granted with its token (kept across restarts).
-        self._caps.new_actor(actor_id)
-        with self._fds.reserve(name):
-            start = self._prepare(request, opts, spec, main_path, actor_id, name)
-            record = start.record
-            try:
-                process = None
-                if start.template_scope is not None:
-                    process = await self._forks.launch(start)
-                if process is None:
-                    process = await self._launcher.launch(start)
-                if process is None:
-                    raise ActorStartError(
-                        f"the launcher {self._launcher!r} did not start actor {name!r}", actor=name
-                    )
-            except BaseException:
-                record.state = "dead"
-                self._close_channel(record)
-                raise
-            finally:
-                start.child_end.close()
-            return await self._until_ready(record, process)
-
-    def _prepare(
-        self,
-        request: SpawnRequest,
-        opts: SpawnOptions,
-        spec: str,
-        main_path: str | None,
-        actor_id: int,
-        name: str,
-    ) -> ActorStart:
-        """The actor's record, encoded constructor arguments, bootstrap and
-        launch request. An argument that cannot be sent raises TypeError here,
-        before a process is started; its tensors' fds wait in the side channel
-        until the actor reads them."""
-        mode, policy = (
-            sandbox_setting(request.sandbox) if request.sandbox is not None else self.sandbox
-        )
-        scope = request.template_scope
-        if scope is False:
-            scope = True if opts.template else None
-        # A template without a scope is shared by every actor of these settings.
-        policy = own_uid(policy, actor_id, shared=scope is True)
-        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ectx = EncodeContext(peer=actor_id, session=self.transport, endpoint=self)
-        try:
-            body = [list(request.args), dict(request.kwargs)]
-            init_body = encode_with_fds(self._codec, body, host_end, ectx, self._check_size)
-        except BaseException:
-            host_end.close()
-            child_end.close()
-            raise
-        record = _Record(actor_id, name, secrets.token_bytes(16), opts, init_body)
-        record.init_nfds = len(ectx.fds)
-        self._records[actor_id] = record
-        host_end.setblocking(False)
-        enable_credentials(host_end)
-        record.channel = host_end
-        sys_path, ro_binds, main_alone = code_paths(opts, main_path, _PKG_ROOT)
-        boot = {
-            "endpoint": self.endpoint,
-            "actor_id": actor_id,
-            "token": record.token,
-            "name": name,
-            "target": spec,
-            "main_path": main_path,
-            "main_alone": main_alone and mode is not SandboxMode.DISABLED,
-            "sys_path": sys_path,
-            "sys_path_mode": "prepend" if opts.python else "replace",
-            "channel_fd": child_end.fileno(),
-            "log_level": logging.getLogger(f"pyisolate.actor.{name}").getEffectiveLevel(),
-            "sync_threads": opts.sync_threads,
-            "backend": opts.backend,
-            "cwd": opts.cwd or os.getcwd(),
-            "max_frame": self._codec.limits.max_frame,
-        }
-        launch = LaunchRequest(
-            argv=tuple(python_command(opts.python, _PKG_ROOT if opts.python is None else None)),
-            env=self._child_env(opts),
-            ro_binds=tuple(ro_binds),
-            socket_paths=(self.socket_path,),
-            pass_fds=(child_end.fileno(),),
-        )
-        return ActorStart(
-            record, boot, launch, sandbox_for(mode, policy), opts, child_end, _PKG_ROOT, scope
-        )
-
-    async def _until_ready(self, record: _Record, process: ActorProcess) -> ActorRef:
-        """Watch a launched actor and wait for its READY (or its failure)."""
-        record.process = process
-        self._tg.start_soon(self._watch, record)
-        self._tg.start_soon(process.pump_output, "stdout")
-        self._tg.start_soon(process.pump_output, "stderr")
-        timeout = record.options.start_timeout
-        try:
-            with anyio.fail_after(timeout):
-                await record.ready.wait()
-        except TimeoutError:
-            process.kill()
-            raise ActorStartError(
-                f"actor {record.name!r} did not start within {timeout} s", actor=record.name
-            ) from None
-        except BaseException:
-            process.kill()
-            raise
-        if record.start_error is not None:
-            process.kill()
-            raise record.start_error
-        assert record.ref is not None
-        return record.ref
-
-    def _child_env(self, opts: SpawnOptions) -> dict[str, str]:
-        """The variables pyisolate sets for an actor; the sandbox adds the host
-        variables its policy allows (all of them when unsandboxed)."""
-        env = {"PYTHONUNBUFFERED": "1"}
-        threads = str(opts.compute_threads or default_compute_threads())
-        for var in _THREAD_VARS:
-            env[var] = threads
-        # pyisolate's own switches (PYISOLATE_ENABLE_CUDA_IPC, PYISOLATE_TRANSPORT)
-        # must mean the same on both sides of a transfer; the sandbox also
-        # turns GPU passthrough on when CUDA IPC is enabled.
-        for var in _SHARED_SWITCHES:
-            if var in os.environ:
-                env[var] = os.environ[var]
-        env.update(opts.env)
-        return env
 
     async def _watch(self, record: _Record) -> None:
         assert record.process is not None
@@ -615,149 +451,3 @@ class Runtime(Router):
         """How the actor behind ``ref`` is sandboxed: "full", "degraded" or "none"."""
         record = self._records.get(ref.id)
         return record.isolation if record is not None else "none"
-
-    def _close_channel(self, record: _Record) -> None:
-        if record.channel is not None:
-            record.channel.close()
-            record.channel = None
-
-    # -- sending -----------------------------------------------------------------
-
-    def _send_to(self, kind: Kind, call_id: int, peer: int, body: Any) -> None:
-        record = self._records.get(peer)
-        if record is None or record.routing is None or record.state not in ("running", "stopping"):
-            if record is None:
-                raise ActorClosedError(f"no actor with id {peer}")
-            raise record.closed_error()
-        if body is None:
-            self._raw_send(record, kind, call_id, HOST)
-            return
-        ectx = EncodeContext(peer=peer, session=self.transport, endpoint=self)
-        try:
-            data = encode_with_fds(self._codec, body, record.channel, ectx, self._check_size)
-        except TransportError as exc:
-            if not isinstance(exc.__context__, (BrokenPipeError, ConnectionResetError)):
-                raise
-            # The actor died a moment ago (its side channel is closed) and its
-            # exit is not seen yet: the same error as an unreachable socket.
-            self._on_disconnect(record)
-            raise ActorDiedError(
-                f"actor {record.name!r} is unreachable: {exc}", actor=record.name
-            ) from None
-        self._emit(record, encode_header(kind, call_id, HOST, len(ectx.fds)) + data)
-
-    def _raw_send(
-        self, record: _Record, kind: Kind, call_id: int, peer: int, body: bytes | None = None
-    ) -> None:
-        if record.routing is None:
-            return
-        header = encode_header(kind, call_id, peer)
-        self._emit(record, header + body if body is not None else header)
-
-    def _check_size(self, nbytes: int) -> None:
-        check_size(nbytes, self._codec.limits.max_frame - HEADER_SIZE)
-
-    def _emit(self, record: _Record, payload: bytes) -> None:
-        try:
-            self._pump.send(payload, record.routing)
-        except PeerGone:
-            self._on_disconnect(record)
-            raise ActorDiedError(
-                f"actor {record.name!r} is gone: its connection closed (it died or is exiting)",
-                actor=record.name,
-            ) from None
-        except PeerBusy:
-            raise ActorError(
-                f"actor {record.name!r} is not reading its messages: {HOST_SNDHWM} are queued "
-                "for it already",
-                actor=record.name,
-            ) from None
-
-    def _send_error_to(self, peer: int, call_id: int, source: int, exc: BaseException) -> None:
-        record = self._records.get(peer)
-        if record is None or record.routing is None:
-            return
-        body = msgpack.packb(exception_to_wire(exc, with_traceback=False))
-        try:
-            self._raw_send(record, Kind.ERROR, call_id, source, body)
-        except ActorDiedError:
-            pass
-
-    # -- the interface of pyisolate.supervision -------------------------------------
-    # Internal: what a supervisor needs from its runtime beyond the public API,
-    # listed by pyisolate.supervision's SupervisorHost protocol (mypy checks
-    # that Runtime implements it). Not for applications.
-
-    def reserve_actor_id(self) -> int:
-        """A fresh actor id, for a child whose incarnations will all bear it."""
-        return next(self._ids)
-
-    async def spawn_incarnation(
-        self,
-        target: type | str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        *,
-        actor_id: int,
-        name: str,
-        sandbox: SandboxArg | None,
-        options: SpawnOptions | None,
-        template_scope: Hashable | None,
-    ) -> ActorRef:
-        """Start one incarnation of a supervised child under ``actor_id``,
-        forked from the template of ``template_scope`` (the child's own), or as
-        ``options`` say when None."""
-        return await self._spawn(
-            SpawnRequest(
-                target,
-                tuple(args),
-                dict(kwargs),
-                name=name,
-                sandbox=sandbox,
-                options=options,
-                actor_id=actor_id,
-                template_scope=False if template_scope is None else template_scope,
-            )
-        )
-
-    def incarnation(self, actor_id: int) -> IncarnationView | None:
-        """The latest incarnation under ``actor_id`` (a failed start included)."""
-        record = self._records.get(actor_id)
-        return None if record is None else IncarnationView(self, record)
-
-    def hold_calls(self, actor_id: int, holder: CallHolder) -> None:
-        """Have the router offer ``holder`` the actor-to-actor frames for
-        ``actor_id`` while no incarnation runs, and tell it when one is READY."""
-        self._holds[actor_id] = holder
-
-    def release_calls(self, actor_id: int) -> None:
-        self._holds.pop(actor_id, None)
-
-    def forward_held(
-        self, caller: Any, kind: Kind, call_id: int, actor_id: int, frame: bytes, fds: list[int]
-    ) -> None:
-        """Route a frame a holder kept, unless its caller (a record) is gone."""
-        record = self._records.get(caller.id)
-        if record is None or record is not caller or record.state != "running":
-            forward_fds(fds, None)  # closes them
-            return
-        self._forward(record, kind, call_id, actor_id, frame, fds)
-
-    def answer_with_error(
-        self, caller_id: int, call_id: int, actor_id: int, error: BaseException
-    ) -> None:
-        self._send_error_to(caller_id, call_id, actor_id, error)
-
-    def discard_fds(self, fds: list[int]) -> None:
-        forward_fds(fds, None)  # closes them
-
-    async def start_service(self, service: Callable[..., Awaitable[Any]]) -> Any:
-        """Run ``service`` in the runtime's task group (``TaskGroup.start``)."""
-        return await self._tg.start(service)
-
-    def before_close(self, callback: Callable[[], Awaitable[None]]) -> None:
-        self._before_close.append(callback)
-
-    def release_template(self, scope: Hashable) -> None:
-        """Shut down the templates scoped to ``scope`` (their owner is done)."""
-        self._forks.release(scope)
