@@ -21,13 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 import anyio
 import msgpack
 import zmq
 
 import pyisolate
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 PAYLOAD = {"a": 1, "b": "x" * 16}
 WINDOW = 64

@@ -24,12 +24,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
 import pyisolate
 from pyisolate.sandbox import SandboxMode, SandboxPolicy, build_launch, detect
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CODE = "import zmq, msgpack, anyio, attrs"
 PAYLOAD = {"a": 1, "b": "x" * 16}

@@ -35,10 +35,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyisolate
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 MiB = 1 << 20
 

@@ -27,10 +27,12 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyisolate
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 MiB = 1 << 20
 SIZES = (64 * MiB, 1024 * MiB)

@@ -8,8 +8,10 @@ actor would pay for the host's machinery, the transports and more at start-up.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["lazy_exports"]
 

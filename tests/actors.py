@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import pyisolate
 
@@ -239,7 +240,7 @@ class Hooks(pyisolate.Actor):
     async def on_start(self) -> None:
         if self.mode == "start_fails":
             raise RuntimeError("on_start refused")
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.started = True
 
     def on_stop(self) -> None:

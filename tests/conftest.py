@@ -18,10 +18,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
 
 _REAL_TMP = tempfile.gettempdir()
 _SESSION_TMP = tempfile.mkdtemp(prefix="pyi-tests-", dir=_REAL_TMP)

@@ -15,12 +15,15 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import pyisolate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = REPO / "scripts" / "bootstrap"
@@ -45,7 +48,8 @@ def test_version_prints_the_projects_version() -> None:
     assert result.stdout.strip() == f"pyisolate {pyisolate.__version__}"
     # ...which is the version the package is built with.
     declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
-    assert declared is not None and declared.group(1) == pyisolate.__version__
+    assert declared is not None
+    assert declared.group(1) == pyisolate.__version__
 
 
 def test_bare_invocation_prints_help_not_an_error() -> None:
@@ -209,7 +213,8 @@ def test_plan_on_a_fresh_machine_installs_no_torch_rather_than_gigabytes(tmp_pat
     plan = torch_plan(tmp_path, PYISOLATE_TORCH="cpu")
     assert plan["kind"] == ["none"]
     assert "arg" not in plan
-    assert UNREACHABLE in plan["why"][0] and "did not answer" in plan["why"][0]
+    assert UNREACHABLE in plan["why"][0]
+    assert "did not answer" in plan["why"][0]
     assert "torch is NOT installed" in plan["hint"][0]
     assert "PYISOLATE_TORCH=cuda" in plan["hint"][0]
 
@@ -235,7 +240,8 @@ def test_plan_refuses_a_cuda_build_even_when_it_is_at_hand(tmp_path: Path) -> No
         return
     assert plan["kind"] == ["none"]
     assert "arg" not in plan
-    assert "only a GPU build" in plan["why"][0] and "nvidia-cudnn-cu13" in plan["why"][0]
+    assert "only a GPU build" in plan["why"][0]
+    assert "nvidia-cudnn-cu13" in plan["why"][0]
 
 
 def test_plan_uses_the_cpu_index_when_it_answers(tmp_path: Path) -> None:
@@ -260,10 +266,13 @@ def test_plan_uses_the_cpu_index_when_it_answers(tmp_path: Path) -> None:
 
 def test_plan_for_explicit_choices(tmp_path: Path) -> None:
     cuda = torch_plan(tmp_path, PYISOLATE_TORCH="cuda")
-    assert cuda["kind"] == ["cuda"] and cuda["arg"] == ["torch==2.13.0"]
+    assert cuda["kind"] == ["cuda"]
+    assert cuda["arg"] == ["torch==2.13.0"]
     assert "several GB" in cuda["why"][0]
     none = torch_plan(tmp_path, PYISOLATE_TORCH="none")
-    assert none["kind"] == ["none"] and "arg" not in none and "hint" not in none
+    assert none["kind"] == ["none"]
+    assert "arg" not in none
+    assert "hint" not in none
     spec = torch_plan(tmp_path, PYISOLATE_TORCH="torch==2.12.0 --index-url http://x/simple")
     assert spec["kind"] == ["spec"]
     assert spec["arg"] == ["torch==2.12.0", "--index-url", "http://x/simple"]

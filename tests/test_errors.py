@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from actors import Counter, Failing, Hooks
 
 import pyisolate
 from pyisolate import ActorStartError, RemoteError, RemoteTraceback
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +35,8 @@ async def test_builtin_errors_keep_their_type(
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
     # The remote frame: the actor's method, in the actor's source file.
-    assert "in fail" in cause.text and "actors.py" in cause.text
+    assert "in fail" in cause.text
+    assert "actors.py" in cause.text
     assert exc_type.__name__ in cause.text
     assert await ref.inc() == 1  # the actor survives its own exceptions
     await ref.stop()
@@ -114,7 +118,8 @@ async def test_start_error_import(rt: pyisolate.Runtime) -> None:
 
 async def test_start_error_constructor(rt: pyisolate.Runtime) -> None:
     err = await _prompt_start_error(rt, Failing, "no thanks")
-    assert "no thanks" in str(err) and "RuntimeError" in str(err)
+    assert "no thanks" in str(err)
+    assert "RuntimeError" in str(err)
     assert "__init__" in str(err)  # the child's traceback is in the message
     assert err.actor is not None
 

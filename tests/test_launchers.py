@@ -61,7 +61,8 @@ def test_sandboxes_are_values() -> None:
     assert sandbox_for(SandboxMode.AUTO, SandboxPolicy()) == Bubblewrap(SandboxPolicy())
     plan = NullSandbox().plan(LaunchRequest(argv=("true",), cgroup=False))
     try:
-        assert plan.isolation == "none" and plan.argv == ("true",)
+        assert plan.isolation == "none"
+        assert plan.argv == ("true",)
     finally:
         plan.close()
 

@@ -274,7 +274,8 @@ def test_sweep_stale(tmp_path: Path) -> None:
             removed = sweep_stale(tmp_path)
             assert removed == [dead_dir]
             assert not dead_dir.exists()
-            assert live_dir.is_dir() and mine.path.is_dir()
+            assert live_dir.is_dir()
+            assert mine.path.is_dir()
         finally:
             mine.close()
             live.communicate("", timeout=30)

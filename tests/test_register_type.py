@@ -14,7 +14,8 @@ pytestmark = pytest.mark.anyio
 async def test_a_registered_type_crosses_to_an_actor_and_back(rt: pyisolate.Runtime) -> None:
     ref = await rt.spawn(Geometry)
     moved = await ref.shift(Point(1, 2), 10)
-    assert isinstance(moved, Point) and moved == Point(11, 2)
+    assert isinstance(moved, Point)
+    assert moved == Point(11, 2)
     nested = [Point(0, 0), (Point(1, 1),)]
     codec = Codec()
     assert codec.decode(codec.encode(nested)) == nested

@@ -8,16 +8,17 @@ ordinary iterators.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._actor import STREAMING
-from ._calls import RemoteStream
 from ._ref import DEFAULT_WINDOW, ActorRef
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ._calls import RemoteStream
     from ._hosting import BlockingSupervisable
 
 __all__ = ["BlockingActorRef", "BlockingRuntime"]

@@ -29,8 +29,7 @@ drained from the selector's callback: no task wakes up per message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 import zmq
@@ -38,6 +37,9 @@ import zmq
 from .._wire import Kind, encode_batch
 from ..errors import MessageTooLargeError
 from ._calls import on_asyncio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "MAX_BATCH_BYTES",

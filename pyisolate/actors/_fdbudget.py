@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import ActorStartError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["MARGIN", "PER_ACTOR", "FdBudget"]
 

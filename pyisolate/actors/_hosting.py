@@ -13,17 +13,18 @@ mypy checks that the Runtime implements it). Not for applications.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
-from .._wire import Kind
 from ._oob import forward_fds
 from ._process import KILL_GRACE
 from ._spawning import SpawnRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+
+    from .._wire import Kind
     from ._blocking import BlockingRuntime
     from ._launchers import ForkLauncher
     from ._options import SpawnOptions

@@ -22,19 +22,22 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ..errors import ActorStartError
-from ..sandbox import LaunchRequest, Sandbox
 from ._bootstrap import write_bootstrap
-from ._options import SpawnOptions
 from ._process import ActorProcess
-from ._record import _Record
 from ._template import TemplatePool, template_command
+
+if TYPE_CHECKING:
+    import socket
+
+    from ..sandbox import LaunchRequest, Sandbox
+    from ._options import SpawnOptions
+    from ._record import _Record
 
 __all__ = ["ActorStart", "ColdLauncher", "ForkLauncher", "Launcher"]
 

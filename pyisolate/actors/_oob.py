@@ -10,13 +10,15 @@ this module only moves fds and keeps the ownership rules in one place.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._wire import Codec, DecodeContext, EncodeContext, default_registry
 from ..errors import ProtocolError, TransportError
 from ..transport.lowlevel import close_unused_fds, install, recv_fds, send_fds
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
 
 __all__ = [
     "close_unused_fds",

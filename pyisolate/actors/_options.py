@@ -9,8 +9,12 @@ constructor arguments.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["SpawnOptions", "default_compute_threads"]
 
@@ -23,6 +27,10 @@ def default_compute_threads() -> int:
     count made a 1 MiB call four times slower).
     """
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _str_dict(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
 
 
 @attrs.frozen
@@ -49,7 +57,7 @@ class SpawnOptions:
     """
 
     python: str | None = None
-    env: dict[str, str] = attrs.field(factory=dict, converter=dict)
+    env: dict[str, str] = attrs.field(factory=dict, converter=_str_dict)
     sync_threads: int = 1
     compute_threads: int | None = None
     start_timeout: float = 60.0

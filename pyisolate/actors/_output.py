@@ -38,16 +38,18 @@ or not the rate limit dropped them: it explains an actor that fails to start.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+
+if TYPE_CHECKING:
+    import collections
+    from collections.abc import Callable
 
 #: Starts a line of an actor's stderr that carries a log record.
 LOG_PREFIX = "\x1bpyisolate-log "

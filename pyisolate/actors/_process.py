@@ -20,14 +20,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._bootstrap import write_bootstrap
 from ._output import ActorOutput
 from ._pidfd import ProcessHandle, in_new_pid_namespace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["KILL_GRACE", "ActorProcess", "describe_exit"]
 

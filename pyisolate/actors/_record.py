@@ -7,15 +7,19 @@ so that its death can answer them.
 
 from __future__ import annotations
 
-import socket
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from ..errors import ActorClosedError, ActorDiedError
-from ._options import SpawnOptions
-from ._process import ActorProcess
-from ._ref import ActorRef
+
+if TYPE_CHECKING:
+    import socket
+
+    from ._options import SpawnOptions
+    from ._process import ActorProcess
+    from ._ref import ActorRef
 
 __all__ = ["_Record"]
 

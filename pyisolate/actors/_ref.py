@@ -21,10 +21,11 @@ import msgpack
 
 from .._wire import DecodeContext, EncodeContext, default_registry
 from ._actor import STREAMING
-from ._calls import CallTable, RemoteStream
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+
+    from ._calls import CallTable, RemoteStream
 
 __all__ = ["ActorRef", "RemoteMethod"]
 

@@ -38,19 +38,20 @@ from ..errors import (
     ProtocolError,
     TransportError,
 )
-from ..transport.lowlevel import LazySession
-from ._calls import CallTable
-from ._capabilities import Capabilities
 from ._channel import MAX_BATCH_ENTRIES, RULES, PeerBusy, PeerGone, Pump
 from ._oob import decode_with_fds, forward_fds, receive_fds
 from ._peercred import read_credentials
-from ._record import _Record
 from ._ref import ActorRef
 from ._sending import Sender
 from ._spawnargs import start_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ..transport.lowlevel import LazySession
+    from ._calls import CallTable
+    from ._capabilities import Capabilities
+    from ._record import _Record
 
 __all__ = ["Router"]
 

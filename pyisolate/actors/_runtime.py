@@ -18,8 +18,6 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -52,7 +50,6 @@ from ._hosting import SupervisorHosting
 from ._launchers import ColdLauncher, ForkLauncher, Launcher
 from ._options import SpawnOptions
 from ._process import describe_exit
-from ._record import _Record
 from ._ref import ActorRef
 from ._router import Router
 from ._rundir import RuntimeDir, sweep_stale
@@ -60,7 +57,11 @@ from ._spawnargs import SandboxArg, sandbox_setting
 from ._spawning import Spawner, SpawnRequest, check_collisions
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from pathlib import Path
+
     from ..transport.lowlevel import TransportArg, TransportSession
+    from ._record import _Record
 
 if TYPE_CHECKING:
     from ._hosting import CallHolder, Supervisable

@@ -10,17 +10,20 @@ the receiver's frame limit before any fd leaves (``_oob.encode_with_fds``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .._wire import HEADER_SIZE, HOST, Codec, EncodeContext, Kind, encode_header, exception_to_wire
 from ..errors import ActorClosedError, ActorDiedError, ActorError, TransportError
-from ..transport.lowlevel import LazySession
 from ._channel import HOST_SNDHWM, PeerBusy, PeerGone, Pump, check_size
 from ._oob import encode_with_fds
-from ._record import _Record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..transport.lowlevel import LazySession
+    from ._record import _Record
 
 __all__ = ["Sender"]
 

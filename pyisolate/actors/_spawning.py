@@ -18,9 +18,8 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -29,16 +28,12 @@ from .._wire import Codec, EncodeContext
 from ..environment import SHARED_WITH_ACTORS
 from ..errors import ActorStartError
 from ..sandbox import LaunchRequest, SandboxMode, SandboxPolicy, sandbox_for
-from ..transport.lowlevel import LazySession
-from ._capabilities import Capabilities
-from ._fdbudget import FdBudget
 from ._launchers import ActorStart, ForkLauncher, Launcher
 from ._oob import encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
 from ._peercred import enable_credentials
 from ._process import ActorProcess, python_command
 from ._record import _Record
-from ._ref import ActorRef
 from ._spawnargs import (
     SandboxArg,
     is_installation_path,
@@ -47,6 +42,14 @@ from ._spawnargs import (
     target_spec,
     too_broad,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+    from ..transport.lowlevel import LazySession
+    from ._capabilities import Capabilities
+    from ._fdbudget import FdBudget
+    from ._ref import ActorRef
 
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _THREAD_VARS = (

@@ -12,9 +12,13 @@ starts its actors and how it copes when a start fails, without patching::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import ActorStartError
 from ._launchers import ActorStart, ColdLauncher, Launcher
-from ._process import ActorProcess
+
+if TYPE_CHECKING:
+    from ._process import ActorProcess
 
 __all__ = ["RecordingLauncher"]
 

@@ -31,13 +31,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
 from glob import glob
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ..errors import SandboxError
 from ._policy import ResourceLimits, SandboxPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "SYSTEM_RO_DIRS",

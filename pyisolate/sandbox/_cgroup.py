@@ -44,12 +44,16 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._host import physical_memory, task_ceiling
-from ._policy import ResourceLimits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._policy import ResourceLimits
 
 __all__ = [
     "RUNTIME_MEMORY_FRACTION",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..environment import ENABLE_CUDA_IPC
 from ..errors import SandboxUnavailableError
@@ -18,6 +18,9 @@ from ._cgroup import ActorCgroup, new_actor_cgroup
 from ._detect import Detection, detect
 from ._plan import LaunchPlan, sandboxed_plan, unsandboxed_plan
 from ._policy import SandboxMode, SandboxPolicy, SandboxWarning
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["SandboxWarning", "build_launch", "wants_gpu"]
 

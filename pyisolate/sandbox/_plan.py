@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ._bwrap import bwrap_args, interpreter_paths, nproc_is_actors, passwd_data, prelude
-from ._cgroup import ActorCgroup
 from ._policy import GPU_ENV_ALLOW, SandboxPolicy
 from ._seccomp import build_filter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from ._cgroup import ActorCgroup
 
 __all__ = ["Isolation", "LaunchPlan", "sandbox_env", "sandboxed_plan", "unsandboxed_plan"]
 

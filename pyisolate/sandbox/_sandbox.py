@@ -11,13 +11,16 @@ of its own where the host can make one, so that its descendants die with it.
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING
 
 import attrs
 
-from ._detect import Detection
 from ._launch import build_launch
-from ._plan import LaunchPlan
 from ._policy import SandboxMode, SandboxPolicy
+
+if TYPE_CHECKING:
+    from ._detect import Detection
+    from ._plan import LaunchPlan
 
 __all__ = ["Bubblewrap", "LaunchRequest", "NullSandbox", "Sandbox", "sandbox_for"]
 

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "AUDIT_ARCH_AARCH64",

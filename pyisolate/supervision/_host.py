@@ -13,13 +13,14 @@ test) can host supervisors.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._wire import Kind
 from ..actors import ActorRef, Endpoint, SpawnOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Hashable, Mapping
+
+    from .._wire import Kind
     from ..actors import Runtime
     from ._held_calls import HeldCalls
 

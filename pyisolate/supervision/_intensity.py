@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._policy import Backoff, Strategy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["RestartIntensity", "affected", "backoff_delay"]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, cast
 
 import anyio
@@ -40,6 +39,8 @@ from ._stats import SupervisorStats
 from ._watchers import heartbeat_loop, watch_actor, watch_nested
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._host import SupervisorHost
     from ._spec import Supervisor
 

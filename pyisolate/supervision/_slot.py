@@ -11,7 +11,6 @@ supervisor decides when (nested supervisors it starts itself).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -24,6 +23,8 @@ from ._ref import SupervisedRef
 from ._stats import ChildInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from ._host import Incarnation, SupervisorHost
     from ._running import RunningSupervisor
     from ._spec import ChildSpec

@@ -10,16 +10,16 @@ then: writing a spec costs ``attrs``, not the supervisor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..actors import SpawnOptions
 from ._policy import BRUTAL_KILL, Backoff, Heartbeat, Restart, Shutdown, Strategy, positive
 
 if TYPE_CHECKING:
-    from ..actors import BlockingRuntime
+    from collections.abc import Iterable, Mapping
+
+    from ..actors import BlockingRuntime, SpawnOptions
     from ._blocking import BlockingSupervisor
     from ._handle import SupervisorHandle
     from ._host import SupervisorHost

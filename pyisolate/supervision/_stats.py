@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._policy import Restart
+if TYPE_CHECKING:
+    from ._policy import Restart
 
 __all__ = ["ChildCounts", "ChildInfo", "SupervisorStats"]
 

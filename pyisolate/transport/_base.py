@@ -15,10 +15,12 @@ tell the producer (CUDA IPC) does so through :class:`ControlSink`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_INLINE_THRESHOLD",

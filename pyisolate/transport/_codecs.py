@@ -11,12 +11,14 @@ transports, torch or numpy. The runtime and the tests both install through
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._wire import ExtRegistry
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._wire import ExtRegistry
 
 __all__ = [
     "CODE_LARGE_BYTES",

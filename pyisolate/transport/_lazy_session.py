@@ -8,12 +8,13 @@ an actor that never moves one starts without paying for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._base import DEFAULT_INLINE_THRESHOLD
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._session import TransportSession
 
 __all__ = ["LazySession"]

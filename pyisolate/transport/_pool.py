@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-import mmap
 import os
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -48,6 +48,9 @@ from ..environment import SHM_POOL_BYTES
 from ..errors import TransportError
 from . import _segments
 from ._base import Exported, Region
+
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = ["DEFAULT_POOL_BYTES", "ENV_POOL_BYTES", "SegmentPool", "bucket_size"]
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import enum
 import sys
 import threading
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -38,6 +37,8 @@ from ._base import Transport
 from ._env import cuda_ipc_enabled
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from ._session import TransportSession
 
 __all__ = [

@@ -27,14 +27,16 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TransportError
 from . import _detect, _registry
 from ._base import DEFAULT_INLINE_THRESHOLD, ControlSink, Exported, Imported, Region, Transport
 from ._env import ENV_TRANSPORT, cuda_ipc_enabled, forced_transport
 from ._registry import Band, TransportArg, TransportSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 __all__ = ["LAST_RESORT", "TransportSession"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,9 +11,14 @@ import pytest
 # conftest from shadowing the root one, so put its directory on the path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from typing import TYPE_CHECKING
+
 from sandbox_helpers import RunScript, run_script
 
 from pyisolate.sandbox import detect
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _fd_set() -> set[str]:

@@ -16,10 +16,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyisolate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.shmget.restype = ctypes.c_int

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +21,9 @@ from pyisolate.sandbox import (
 from pyisolate.sandbox import _cgroup as cg
 from pyisolate.sandbox._host import physical_memory, task_ceiling
 from pyisolate.sandbox._policy import DEFAULT_PROCESSES_MAX, DEFAULT_PROCESSES_MIN
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ARGV = [sys.executable, "-c", "pass"]
 FULL_ROOT = Detection(RestrictionModel.NONE, "full", bwrap="/usr/bin/bwrap", as_root=True)
@@ -121,7 +124,8 @@ def test_asked_for_cgroup_is_joined_first_and_removed_on_close(mode: SandboxMode
         assert plan.cgroup is not None
         assert os.path.isdir(plan.cgroup.path)
         # The trusted join step comes first; the real command follows untouched.
-        assert plan.argv[1] == "-c" and plan.argv[3] == plan.cgroup.procs_path
+        assert plan.argv[1] == "-c"
+        assert plan.argv[3] == plan.cgroup.procs_path
         assert os.path.basename(plan.argv[0]) in ("sh", "dash", "bash", "busybox")
         rest = plan.argv[4:]
         assert rest == tuple(ARGV) if mode is SandboxMode.DISABLED else rest[0].endswith("bwrap")

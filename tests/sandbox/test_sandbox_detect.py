@@ -6,13 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pyisolate._internal.sandbox_detect import RestrictionModel, detect_restriction_model
 from pyisolate.sandbox import detect
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 NO_PERMS = (
     "bwrap: No permissions to creating new namespace, likely because the kernel does not "

@@ -13,14 +13,17 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sandbox_helpers import RunScript, run_script
 
 from pyisolate.sandbox import ResourceLimits, SandboxPolicy
 from pyisolate.sandbox._plan import sandboxed_plan
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("full_sandbox")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +19,9 @@ from pyisolate.sandbox import (
     build_launch,
     capabilities,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ARGV = [sys.executable, "-c", "pass"]
 FULL_ROOT = Detection(RestrictionModel.NONE, "full", bwrap="/usr/bin/bwrap", as_root=True)

@@ -25,9 +25,8 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,6 +41,9 @@ from pyisolate.sandbox import (
     SandboxWarning,
     build_launch,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.anyio, pytest.mark.usefixtures("full_sandbox")]
 
@@ -99,7 +101,8 @@ async def test_default_is_full_and_actors_still_work(rt: Any) -> None:
     assert rt.isolation(ref) == "full"
     who = await ref.whoami()
     assert who["pid"] != rt.process_id(ref)  # its own pid namespace
-    assert rt.process_id(ref) is not None and rt.process_id(ref) > 0
+    assert rt.process_id(ref) is not None
+    assert rt.process_id(ref) > 0
     if IS_ROOT:  # an unprivileged uid of its own
         assert who["uid"] == who["gid"] >= 1_700_000_000
     assert await ref.echo({"a": [1, 2.5, b"x"]}) == {"a": [1, 2.5, b"x"]}
@@ -200,14 +203,16 @@ async def test_no_capabilities_no_new_privs_no_namespaces(rt: Any) -> None:
     assert res["no_new_privs"] == "1"
     assert res["seccomp"] == "2"
     if IS_ROOT:  # real, effective, saved and filesystem ids: all the actor's own
-        assert len(set(res["uid"])) == 1 and int(res["uid"][0]) >= 1_700_000_000
+        assert len(set(res["uid"])) == 1
+        assert int(res["uid"][0]) >= 1_700_000_000
         assert res["gid"] == res["uid"]
         assert res["groups"] == ""
     assert await boxed.new_namespaces() == {"user": "EPERM", "mount": "EPERM"}
     # Positive control: the parsing and the unshare attempts can see success.
     if IS_ROOT:
         plain = await control.privileges()
-        assert plain["caps"]["CapEff"] != 0 and plain["no_new_privs"] == "0"
+        assert plain["caps"]["CapEff"] != 0
+        assert plain["no_new_privs"] == "0"
         assert await control.new_namespaces() == {"user": "ok", "mount": "ok"}
 
 
@@ -282,7 +287,8 @@ async def test_cannot_see_or_signal_host_processes(rt: Any) -> None:
     assert (res["signal0"], res["sigcont"], res["pidfd"]) == ("ESRCH",) * 3
     assert res["proc_entry"] == "ENOENT"
     plain = await control.processes(me)
-    assert me in plain["pids"] and plain["signal0"] == "ok"
+    assert me in plain["pids"]
+    assert plain["signal0"] == "ok"
 
 
 @pytest.fixture
@@ -476,7 +482,8 @@ def test_build_launch_required_refuses_with_remediation() -> None:
                 detection=det,
             )
         text = str(info.value)
-        assert det.model.remediation and det.model.remediation in text
+        assert det.model.remediation
+        assert det.model.remediation in text
         assert det.model.summary in text
 
 

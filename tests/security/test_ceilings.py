@@ -141,7 +141,8 @@ async def _bomb(rt: Any, ref: Any, ceiling: int) -> None:
 
 async def test_fork_bomb_stops_at_the_default_ceiling(rt: Any) -> None:
     ceiling = ResourceLimits().processes
-    assert ceiling is not None and ceiling <= 512
+    assert ceiling is not None
+    assert ceiling <= 512
     ref = await _sandboxed(rt)
     await _bomb(rt, ref, ceiling)
 

@@ -29,7 +29,8 @@ async def test_a_100_mib_bytes_result_arrives(rt: Any) -> None:
     actor = await rt.spawn(Values)
     with anyio.fail_after(60):
         got = await actor.make_bytes(BIG)
-        assert type(got) is bytes and len(got) == BIG
+        assert type(got) is bytes
+        assert len(got) == BIG
         assert got == pattern(BIG)
         del got
         # the actor was not cut off: it still answers
@@ -48,14 +49,17 @@ async def test_bytearray_round_trips_as_bytearray(rt: Any) -> None:
     data = bytearray(pattern(3 * MiB))
     with anyio.fail_after(60):
         got = await actor.echo(data)
-        assert type(got) is bytearray and got == data
+        assert type(got) is bytearray
+        assert got == data
         made = await actor.make_bytes(2 * MiB, "bytearray")
-        assert type(made) is bytearray and made == pattern(2 * MiB)
+        assert type(made) is bytearray
+        assert made == pattern(2 * MiB)
         # a memoryview arrives as bytes, large or small (documented)
         view = memoryview(pattern(MiB))
         for v in (view, view[:100]):
             back = await actor.echo(v)
-            assert type(back) is bytes and back == v.tobytes()
+            assert type(back) is bytes
+            assert back == v.tobytes()
 
 
 async def test_large_bytes_nested_anywhere(rt: Any) -> None:
@@ -65,7 +69,8 @@ async def test_large_bytes_nested_anywhere(rt: Any) -> None:
     with anyio.fail_after(60):
         got = await actor.echo(value)
         assert got == value
-        assert type(got["k"][1][1]["deep"]) is bytearray and type(got["t"][0]) is bytes
+        assert type(got["k"][1][1]["deep"]) is bytearray
+        assert type(got["t"][0]) is bytes
         made = await actor.make_nested(MiB)
         assert made == {"a": [pattern(MiB), (bytearray(pattern(MiB + 1)),)], "small": b"s", "n": 3}
 
@@ -78,7 +83,8 @@ async def test_large_bytes_actor_to_actor(rt: Any) -> None:
         # a forwards an argument to b; b's result comes back through a
         assert await a.relay(b, "describe", data) == digest(data)
         got = await a.relay(b, "echo", data)
-        assert type(got) is bytes and got == data
+        assert type(got) is bytes
+        assert got == data
         # b's result is received and read inside a
         assert await a.fetch_and_describe(b, 20 * MiB) == digest(pattern(20 * MiB))
 
@@ -99,10 +105,12 @@ def test_small_bytes_stay_inline_and_large_go_out_of_band() -> None:
         for n in (0, 100, THRESHOLD):
             ctx = EncodeContext(peer=1, session=session)
             data = codec.encode([pattern(n)], ctx)
-            assert not ctx.fds and len(data) > n  # inline
+            assert not ctx.fds
+            assert len(data) > n
         ctx = EncodeContext(peer=1, session=session)
         data = codec.encode([pattern(THRESHOLD + 1)], ctx)
-        assert len(ctx.fds) == 1 and len(data) < 200  # a handle, not the bytes
+        assert len(ctx.fds) == 1
+        assert len(data) < 200
         ctx.keepalive.clear()
         # without a session (a bare codec) bytes stay inline: there is no side channel
         assert len(codec.encode(pattern(MiB), EncodeContext())) > MiB
@@ -121,7 +129,8 @@ def test_a_message_packed_again_exports_its_tensors_once() -> None:
         assert len(ctx.fds) == 2  # the tensor and the bytes, each once
         ctx.keepalive.clear()
         pool = session.transports["shm"].pool
-        assert pool is not None and pool.created == 2
+        assert pool is not None
+        assert pool.created == 2
     finally:
         session.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -22,6 +22,9 @@ import pyisolate
 from pyisolate import ActorStartError
 from pyisolate.actors._output import BURST, MAX_LINE, MAX_NAME, LineSplitter, RateLimit
 from security.output_actors import DiesLoudly, Noisy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.anyio
 
@@ -262,8 +265,10 @@ async def test_long_record_stays_a_record_with_head_and_tail(rt: pyisolate.Runti
         [record] = await eventually(lambda: seen.records)
         message = record.getMessage()
         assert record.levelno == logging.WARNING
-        assert message.startswith("[plugin.long] BEGINAAAA") and message.endswith("AAAAEND")
-        assert " characters cut] " in message and len(message) <= MAX_LINE
+        assert message.startswith("[plugin.long] BEGINAAAA")
+        assert message.endswith("AAAAEND")
+        assert " characters cut] " in message
+        assert len(message) <= MAX_LINE
     await ref.stop()
 
 
@@ -293,15 +298,20 @@ def test_splitter_ends_lines_at_cr_lf_and_crlf_across_chunks() -> None:
     assert s.feed(b"\r\re\n") == [b"d", b"", b"e"]
     assert s.feed(b"0123456789abc") == []
     assert s.feed(b"def\n") == [b"01234567 [... 8 bytes cut]"]
-    assert s.feed(b"tail") == [] and s.finish() == b"tail"
+    assert s.feed(b"tail") == []
+    assert s.finish() == b"tail"
 
 
 def test_rate_limit_is_a_token_bucket() -> None:
     now = [0.0]
     limit = RateLimit(burst=10, rate=5.0, clock=lambda: now[0])
-    assert limit.take(8) == 8 and limit.take(8) == 2
-    assert limit.limited() and limit.dropped == 6
+    assert limit.take(8) == 8
+    assert limit.take(8) == 2
+    assert limit.limited()
+    assert limit.dropped == 6
     assert limit.take_note() == 0  # not due yet: one note per interval
     now[0] += 1.0
-    assert not limit.limited() and limit.take(8) == 5
-    assert limit.take_note() == 9 and limit.take_note(force=True) == 0
+    assert not limit.limited()
+    assert limit.take(8) == 5
+    assert limit.take_note() == 9
+    assert limit.take_note(force=True) == 0

@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -25,6 +25,9 @@ import pyisolate
 from pyisolate import ActorDiedError, ActorError, ProtocolError, SpawnOptions
 from pyisolate.sandbox import SandboxMode, detect
 from pyisolate.supervision import ChildSpec, Supervisor
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.anyio
 
@@ -105,9 +108,11 @@ async def test_process_id_of_a_forked_actor_is_the_host_pid(
 ) -> None:
     ref = await rt.spawn(PROWLER, options=FORKED)
     pid = rt.process_id(ref)
-    assert pid is not None and pid in descendants()  # a host pid of ours
+    assert pid is not None
+    assert pid in descendants()
     numbers = _ns_pids(pid)
-    assert len(numbers) > 1 and numbers[0] == pid  # inside, it is numbered otherwise
+    assert len(numbers) > 1
+    assert numbers[0] == pid
     assert await ref.parent_pid() != _ns_pids(pid)[0]
     await ref.stop()
     assert rt.process_id(ref) is None
@@ -149,7 +154,8 @@ async def test_stop_is_bounded_when_the_template_is_frozen(
             start = time.monotonic()
             await frozen.stop(timeout=1)
             assert time.monotonic() - start < 15
-            assert pid is not None and pid_gone(pid)
+            assert pid is not None
+            assert pid_gone(pid)
 
 
 async def test_supervisor_sees_the_death_behind_a_frozen_template(
@@ -239,7 +245,8 @@ async def _actor_with_sleeper(rt: pyisolate.Runtime, options: SpawnOptions) -> t
     reported = await ref.start_sleeper()
     sleepers = _sleepers_of(rt.process_id(ref))
     # Positive control: the grandchild runs, below the actor.
-    assert sleepers == [reported] and not pid_gone(reported)
+    assert sleepers == [reported]
+    assert not pid_gone(reported)
     return ref, reported
 
 

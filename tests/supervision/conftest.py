@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conftest import eventually  # noqa: F401  (the root conftest's, re-exported)
 from sup_actors import Worker
 
 from pyisolate.supervision import ChildSpec, Heartbeat, Restart
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FAST_HEARTBEAT = Heartbeat(interval=0.1, timeout=0.3, tolerance=2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -12,6 +12,9 @@ from sup_helpers import eventually, lines, signal_actor, worker
 
 import pyisolate
 from pyisolate.supervision import Backoff, ChildSpec, Restart, Supervisor
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sup_helpers import FAST_HEARTBEAT, eventually, signal_actor, worker
 
 import pyisolate
 from pyisolate.supervision import Backoff, Restart, Supervisor
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -11,6 +11,9 @@ from sup_helpers import eventually, lines, signal_actor, worker
 
 import pyisolate
 from pyisolate.supervision import ChildSpec, Strategy, Supervisor
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +71,8 @@ async def test_strategy(
         restarted = f"start {c}" in expected
         assert (rt.process_id(sup.ref(c)) != pids[c]) == restarted
         assert await sup.ref(c).inc() == 1
-    assert sup.stats.restarts == 1 and sup.stats.failures == 1
+    assert sup.stats.restarts == 1
+    assert sup.stats.failures == 1
     await sup.stop()
 
 
@@ -126,7 +130,8 @@ async def test_nested_escalation(rt: pyisolate.Runtime, journal: Path) -> None:
     assert await x.value(timeout=10) == 0
     assert rt.process_id(x) != old_pid
     assert lines(journal)[4:] == ["stop y", "start x", "start y"]
-    assert sup.stats.escalations == 1 and sup.stats.restarts == 1
+    assert sup.stats.escalations == 1
+    assert sup.stats.restarts == 1
     # Again: top's intensity (1) is exceeded now, and top fails in turn.
     signal_actor(rt, sup.supervisor("inner").ref("x"), signal.SIGKILL)
     with anyio.fail_after(10), pytest.raises(pyisolate.RestartIntensityError) as info:

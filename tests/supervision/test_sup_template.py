@@ -25,9 +25,11 @@ def _ppid(pid: int) -> int:
 async def test_forked_actor_works_and_reports_its_exit(rt: pyisolate.Runtime) -> None:
     first = await rt.spawn("sup_actors:Worker", options=FORKED)
     second = await rt.spawn("sup_actors:Worker", options=FORKED)
-    assert await first.inc(2) == 2 and await second.inc(3) == 3
+    assert await first.inc(2) == 2
+    assert await second.inc(3) == 3
     pid = rt.process_id(second)
-    assert pid is not None and _ppid(pid) != os.getpid()  # the template is its parent
+    assert pid is not None
+    assert _ppid(pid) != os.getpid()
     assert _ppid(pid) == _ppid(rt.process_id(first))  # type: ignore[arg-type]
     with pytest.raises(pyisolate.ActorDiedError) as info:
         await second.die(3)

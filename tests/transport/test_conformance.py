@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +12,9 @@ from pyisolate import transport as T
 from pyisolate.transport import lowlevel as L
 from pyisolate.transport import testing
 from pyisolate.transport.lowlevel import CudaIpcTransport
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class _NoControl:

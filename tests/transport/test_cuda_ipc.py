@@ -64,7 +64,9 @@ def test_producer_keeps_storage_until_every_consumer_released(pair) -> None:  # 
     actor.flush()
     assert _cuda(host).held_count(1) == 0
     _me, to, body = wire.sent[-1]
-    assert to == 0 and body["op"] == "release" and sorted(body["tokens"]) == [1, 2]
+    assert to == 0
+    assert body["op"] == "release"
+    assert sorted(body["tokens"]) == [1, 2]
 
 
 def test_consumer_death_releases_everything(pair) -> None:  # type: ignore[no-untyped-def]
@@ -123,6 +125,8 @@ def test_real_cuda_tensor_round_trip(monkeypatch: pytest.MonkeyPatch, roundtrip)
     monkeypatch.setenv("PYISOLATE_ENABLE_CUDA_IPC", "1")
     t = torch.arange(1 << 20, device="cuda", dtype=torch.float32)
     got = roundtrip(t[10:], "cuda_ipc")
-    assert got.is_cuda and torch.equal(got, t[10:])
+    assert got.is_cuda
+    assert torch.equal(got, t[10:])
     staged = roundtrip(t, "shm")  # a CPU transport stages through host memory
-    assert staged.is_cuda and torch.equal(staged, t)
+    assert staged.is_cuda
+    assert torch.equal(staged, t)

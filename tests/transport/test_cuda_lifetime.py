@@ -28,8 +28,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,6 +39,9 @@ from pyisolate.errors import TransportError
 from pyisolate.transport.testing import FakeCudaIpcBackend, region_of
 
 from .cuda_actors import Holder
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +86,7 @@ def _warm_cuda() -> Iterator[None]:
         x.untyped_storage()._share_cuda_()
         del x
         torch.cuda.synchronize()
-    yield
+    return
 
 
 def _cuda(rt: pyisolate.Runtime) -> T.CudaIpcTransport:
@@ -157,7 +159,8 @@ async def test_consumer_killed_or_releasing_lets_the_producer_go_fake(
     cuda = _cuda(rt)
     session.export(cuda, region_of(b"k" * 64, device="fake"), peer=killed.id)
     token = session.export(cuda, region_of(b"a" * 64, device="fake"), peer=alive.id).handle["tok"]
-    assert _held(rt, killed) == 1 and _held(rt, alive) == 1
+    assert _held(rt, killed) == 1
+    assert _held(rt, alive) == 1
     _kill(rt, killed)
     await eventually(lambda: _held(rt, killed) == 0, timeout=10)
     # Positive control: a consumer that lives keeps its hold...
@@ -236,7 +239,8 @@ async def test_consumer_killed_while_holding_a_cuda_tensor_releases_it(
         u = torch.full((64 * MiB // 4,), 3.0, device="cuda")
         assert await killed.hold(t) == {"device": "cuda:0", "sum": 2.0 * t.numel()}
         assert await alive.hold(u) == {"device": "cuda:0", "sum": 3.0 * u.numel()}
-        assert _held(rt, killed) == 1 and _held(rt, alive) == 1
+        assert _held(rt, killed) == 1
+        assert _held(rt, alive) == 1
         del t, u  # the host's own references: the holds keep the memory
         assert _host_allocated() >= base + 128 * MiB
         _kill(rt, killed)
@@ -302,7 +306,8 @@ async def test_no_gpu_memory_left_after_the_runtime_exits(monkeypatch: pytest.Mo
         await a.hold(t)  # the same storage twice: two exports, one mapping
         await b.hold(t[1:])
         back = await a.doubled(t)  # a produces; the host consumes
-        assert back.is_cuda and float(back[0]) == 2.0
+        assert back.is_cuda
+        assert float(back[0]) == 2.0
         still = await b.doubled(t)  # kept by the host past the runtime's exit
     del t, back
     assert float(still.sum(dtype=torch.float64)) == 2.0 * (16 * MiB // 4)

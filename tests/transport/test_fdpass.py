@@ -28,14 +28,16 @@ def test_fds_and_tag_arrive_in_order(kind: int) -> None:
             send_fds(a, [], b"second")
             send_fds(a, mine[:1], b"")
             tag, got = recv_fds(b, 8)
-            assert tag == b"first" and len(got) == 4
+            assert tag == b"first"
+            assert len(got) == 4
             os.write(mine[1], b"x")
             assert os.read(got[0], 1) == b"x"  # the same pipe, a new fd
             for fd in got:
                 os.close(fd)
             assert recv_fds(b, 8) == (b"second", [])
             tag, got = recv_fds(b, 1)
-            assert tag == b"" and len(got) == 1
+            assert tag == b""
+            assert len(got) == 1
             os.close(got[0])
     finally:
         for fd in mine:

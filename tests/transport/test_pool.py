@@ -6,8 +6,7 @@ import fcntl
 import gc
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +14,9 @@ from pyisolate import transport as T
 from pyisolate.errors import TransportError
 from pyisolate.transport import _segments, testing
 from pyisolate.transport import lowlevel as L
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class Wire:
@@ -31,7 +33,9 @@ class Wire:
     def deliver(self) -> None:
         self.receiver.flush()
         for peer, body in self.sent:
-            assert peer == 0 and body["t"] == "shm" and body["op"] == "release"
+            assert peer == 0
+            assert body["t"] == "shm"
+            assert body["op"] == "release"
             self.sender.handle_control(1, body)
         self.sent.clear()
 
@@ -73,9 +77,11 @@ def test_reused_only_after_release(wire: Wire, carry: Any) -> None:
     gc.collect()
     wire.deliver()
     third, id3 = _send(wire, carry, b"c" * 100_000)
-    assert id3 == id1 and testing.imported_bytes(third) == b"c" * 100_000
+    assert id3 == id1
+    assert testing.imported_bytes(third) == b"c" * 100_000
     assert testing.imported_bytes(second) == b"b" * 100_000
-    assert wire.sender.pool is not None and wire.sender.pool.created == 2
+    assert wire.sender.pool is not None
+    assert wire.sender.pool.created == 2
 
 
 def test_no_reuse_while_held(wire: Wire, carry: Any) -> None:
@@ -89,11 +95,15 @@ def test_no_reuse_while_held(wire: Wire, carry: Any) -> None:
 def test_peer_death_frees(wire: Wire, carry: Any) -> None:
     imported, seg_id = _send(wire, carry, b"x" * 100_000)
     pool = wire.sender.pool
-    assert pool is not None and pool.idle_count() == 0 and pool.bytes > 0
+    assert pool is not None
+    assert pool.idle_count() == 0
+    assert pool.bytes > 0
     wire.sender.peer_died(1)
     # freed, not idle: a mapping may live on in a process the dead peer
     # forwarded the fd to, so nobody may be handed this segment again
-    assert pool.idle_count() == 0 and pool.bytes == 0 and seg_id not in pool.segments
+    assert pool.idle_count() == 0
+    assert pool.bytes == 0
+    assert seg_id not in pool.segments
     assert testing.imported_bytes(imported) == b"x" * 100_000  # the receiver's copy lives on
 
 
@@ -118,9 +128,11 @@ def test_released_segment_is_reused_only_for_its_peer() -> None:
         a1, _ = _lend(pool, peer=1, fill=1)
         pool.release(1, [a1])  # A says it dropped it (true or not, we can't tell)
         b1, _ = _lend(pool, peer=2, fill=2)
-        assert b1 != a1 and pool.created == 2  # B gets a fresh segment, never A's
+        assert b1 != a1
+        assert pool.created == 2
         a2, _ = _lend(pool, peer=1, fill=3)
-        assert a2 == a1 and pool.created == 2  # A's own is recycled for A
+        assert a2 == a1
+        assert pool.created == 2
     finally:
         pool.close()
 
@@ -166,17 +178,21 @@ def test_cap_holds_and_a_hog_loses_its_own_segments_first() -> None:
         assert hog[0] not in pool.segments  # the hog's oldest is forgotten
         b2, _ = _lend(pool, peer=2, fill=8)
         assert pool.bytes <= pool.max_bytes
-        assert b1 in pool.segments and b2 in pool.segments  # B's survive
-        assert pool.peer_bytes(1) == 2 * SEG and pool.peer_bytes(2) == 2 * SEG
+        assert b1 in pool.segments
+        assert b2 in pool.segments
+        assert pool.peer_bytes(1) == 2 * SEG
+        assert pool.peer_bytes(2) == 2 * SEG
         # B's pool still works: a release is reused, not re-created
         created = pool.created
         pool.release(2, [b1])
-        assert _lend(pool, peer=2, fill=7)[0] == b1 and pool.created == created
+        assert _lend(pool, peer=2, fill=7)[0] == b1
+        assert pool.created == created
         # the hog keeps lending within the cap, at its own expense
         for i in range(10):
             _lend(pool, peer=1, fill=i)
             assert pool.bytes <= pool.max_bytes
-        assert b1 in pool.segments and b2 in pool.segments
+        assert b1 in pool.segments
+        assert b2 in pool.segments
     finally:
         pool.close()
 
@@ -216,7 +232,8 @@ def test_forwarded_segment_is_never_released(wire: Wire, carry: Any) -> None:
     imported, _ = _send(wire, carry, bytes(400_000))
     t = torch.frombuffer(imported.buffer, dtype=torch.uint8)
     entry = _segments.find_mapping(address=t.data_ptr())
-    assert entry is not None and entry.origins
+    assert entry is not None
+    assert entry.origins
     shared = _segments.shared_segment(entry, 0)
     assert shared is not None
     wire.receiver.export(T.Region(400_000, lambda b: None, shared=shared, owner=t), peer=2)
@@ -242,7 +259,8 @@ def test_mapping_cache_reuses_a_clean_mapping_only(carry: Any) -> None:
     assert a is b  # clean: one mapping
     memoryview(a)[0] = 7  # the receiver writes: copy-on-write page
     c = send()
-    assert c is not a and memoryview(c)[0] != 7
+    assert c is not a
+    assert memoryview(c)[0] != 7
     assert float(shared[0]) == 1.0
     del a, b, c
     gc.collect()
@@ -274,7 +292,8 @@ def test_nothing_leaks(carry: Any) -> None:
         del imported
         gc.collect()
         w.deliver()
-    assert w.sender.pool is not None and w.sender.pool.created == 1
+    assert w.sender.pool is not None
+    assert w.sender.pool.created == 1
     w.sender.close()
     w.receiver.close()
     gc.collect()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +16,9 @@ from pyisolate.errors import TransportError
 from pyisolate.transport import _detect, _registry
 from pyisolate.transport import lowlevel as L
 from pyisolate.transport.testing import FakeCudaIpcBackend, imported_bytes, region_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 BIG, SMALL = 1 << 20, 100
 
@@ -27,7 +30,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("PYISOLATE_ENABLE_CUDA_IPC", raising=False)
     assert T.FakeTransport  # registered (by its import) before the snapshot
     monkeypatch.setattr(_registry, "_specs", dict(_registry._specs))
-    yield
+    return
 
 
 def _session(**kwargs) -> L.TransportSession:  # type: ignore[no-untyped-def]
@@ -42,10 +45,14 @@ def test_the_default_order_is_cuda_ipc_shm_file_inline() -> None:
     order = L.default_order()
     assert [s.name for s in order] == ["cuda_ipc", "shm", "file", "inline"]
     by_name = {s.name: s for s in order}
-    assert by_name["cuda_ipc"].devices == {"cuda"} and by_name["cuda_ipc"].control
-    assert by_name["shm"].fd_passing and by_name["shm"].band is T.Band.LARGE
-    assert by_name["file"].fd_passing and by_name["file"].band is T.Band.LARGE
-    assert not by_name["inline"].fd_passing and by_name["inline"].band is T.Band.ANY
+    assert by_name["cuda_ipc"].devices == {"cuda"}
+    assert by_name["cuda_ipc"].control
+    assert by_name["shm"].fd_passing
+    assert by_name["shm"].band is T.Band.LARGE
+    assert by_name["file"].fd_passing
+    assert by_name["file"].band is T.Band.LARGE
+    assert not by_name["inline"].fd_passing
+    assert by_name["inline"].band is T.Band.ANY
     # importing FakeTransport registers it, never ranked (only forced or given)
     assert T.FakeTransport.name in {s.name for s in L.registered_transports()}
     assert "transport order" in dict(T.capabilities())
@@ -98,7 +105,8 @@ def test_a_given_order_replaces_the_default() -> None:
     fake = T.FakeTransport()
     s = _session(transports=[fake, "shm"])
     assert [spec.name for spec in s.order] == ["fake", "shm"]
-    assert s.choose("cpu", SMALL, 1) is fake and s.choose("cpu", BIG, 1) is fake
+    assert s.choose("cpu", SMALL, 1) is fake
+    assert s.choose("cpu", BIG, 1) is fake
     only_shm = _session(transports=["shm"])
     # small ones fit no transport of the order: inline, the last resort
     assert only_shm.choose("cpu", SMALL, 1).name == "inline"
@@ -110,9 +118,11 @@ def test_a_given_order_replaces_the_default() -> None:
 
 def test_an_instance_takes_the_capabilities_registered_for_its_name() -> None:
     (spec,) = L.resolve_transports([L.ShmTransport()])
-    assert spec.fd_passing and spec.band is T.Band.LARGE
+    assert spec.fd_passing
+    assert spec.band is T.Band.LARGE
     (custom,) = L.resolve_transports([T.FakeTransport()])
-    assert not custom.fd_passing and custom.devices == {"cpu"}
+    assert not custom.fd_passing
+    assert custom.devices == {"cpu"}
 
 
 @pytest.mark.parametrize(
@@ -201,7 +211,8 @@ def test_the_one_install_path_is_lazy_and_is_what_actors_use() -> None:
 
 def test_the_public_namespaces_are_split() -> None:
     for wiring in ("TransportSession", "install", "send_fds", "LazySession", "ShmTransport"):
-        assert wiring not in T.__all__ and wiring in L.__all__
+        assert wiring not in T.__all__
+        assert wiring in L.__all__
     for public in ("empty", "OutOfBand", "FakeTransport", "Transport", "TransportSpec"):
         assert public in T.__all__
     assert T.__all__ == sorted(T.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))

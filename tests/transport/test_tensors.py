@@ -66,7 +66,8 @@ def test_views_keep_layout_and_values(roundtrip, transport: str) -> None:  # typ
     ]
     got = roundtrip(views, transport)
     for v, g in zip(views, got, strict=True):
-        assert _same(g, v) and g.stride() == v.stride()
+        assert _same(g, v)
+        assert g.stride() == v.stride()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -77,10 +78,10 @@ def test_zero_size_scalars_and_nesting(roundtrip, transport: str) -> None:  # ty
         "n": np.zeros((0,), np.int8),
     }
     got = roundtrip(value, transport)
-    assert _same(got["a"][0], value["a"][0]) and _same(got["a"][1][0], value["a"][1][0])
-    assert got["a"][1][1].shape == (2, 0) and _same(
-        got["b"]["deep"][0][0], value["b"]["deep"][0][0]
-    )
+    assert _same(got["a"][0], value["a"][0])
+    assert _same(got["a"][1][0], value["a"][1][0])
+    assert got["a"][1][1].shape == (2, 0)
+    assert _same(got["b"]["deep"][0][0], value["b"]["deep"][0][0])
     assert got["n"].shape == (0,)
 
 
@@ -92,9 +93,10 @@ def test_conj_and_neg_views_are_resolved(roundtrip) -> None:  # type: ignore[no-
 def test_requires_grad(roundtrip) -> None:  # type: ignore[no-untyped-def]
     leaf = torch.nn.Parameter(torch.randn(50_000))
     got = roundtrip(leaf, "shm")
-    assert (
-        type(got) is torch.Tensor and got.requires_grad and got.is_leaf and torch.equal(got, leaf)
-    )
+    assert type(got) is torch.Tensor
+    assert got.requires_grad
+    assert got.is_leaf
+    assert torch.equal(got, leaf)
     with pytest.raises(TypeError, match=r"non-leaf.*detach"):
         roundtrip(leaf * 2, "shm")
 
@@ -130,19 +132,24 @@ def test_shared_memory_goes_with_no_copy_and_forwards_with_none(roundtrip) -> No
     assert T.is_shared(t)
     a, b = roundtrip((t, t[10:20]), "shm")
     assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()  # one storage
-    assert T.is_shared(a) and _same(b, t[10:20])
+    assert T.is_shared(a)
+    assert _same(b, t[10:20])
     c = roundtrip(a, "shm")  # forwarding a received tensor: still shared
-    assert T.is_shared(c) and _same(c, t)
+    assert T.is_shared(c)
+    assert _same(c, t)
     a[0, 0] = 9.0  # the receiver wrote: its copy no longer matches the segment
     assert not T.is_shared(a)
     d = roundtrip(a, "shm")
-    assert d[0, 0] == 9.0 and t[0, 0] == 3.0
+    assert d[0, 0] == 9.0
+    assert t[0, 0] == 3.0
 
 
 def test_share_memory_in_place(roundtrip) -> None:  # type: ignore[no-untyped-def]
     t = torch.randn(1000, 100)
     expected = t.clone()
-    assert T.share_memory_(t) is t and T.is_shared(t) and torch.equal(t, expected)
+    assert T.share_memory_(t) is t
+    assert T.is_shared(t)
+    assert torch.equal(t, expected)
     assert torch.equal(roundtrip(t, "shm"), expected)
 
 
@@ -154,7 +161,8 @@ def test_numpy_arrays(roundtrip) -> None:  # type: ignore[no-untyped-def]
     for transport in TRANSPORTS:
         got = roundtrip(values, transport)
         for v, g in zip(values, got, strict=True):
-            assert g.dtype == v.dtype and np.array_equal(g, v)
+            assert g.dtype == v.dtype
+            assert np.array_equal(g, v)
     shared = T.empty_array((1000, 100), "float64")
     shared[:] = 2.0
     got = roundtrip(shared, "shm")
@@ -165,7 +173,8 @@ def test_numpy_arrays(roundtrip) -> None:  # type: ignore[no-untyped-def]
 def test_out_of_band_buffers(roundtrip) -> None:  # type: ignore[no-untyped-def]
     data = bytes(range(256)) * 4096
     got = roundtrip(T.OutOfBand(data), "shm")
-    assert isinstance(got, memoryview) and got == data
+    assert isinstance(got, memoryview)
+    assert got == data
     assert roundtrip(T.OutOfBand(b""), "shm") == b""
 
 
@@ -189,7 +198,8 @@ def test_property_round_trip(roundtrip, dtype, shape, transpose, transport) -> N
     if transpose and t.dim() >= 2:
         t = t.transpose(0, -1)
     got = roundtrip(t, transport, inline_threshold=0)
-    assert _same(got, t) and (t.numel() == 0 or got.stride() == t.stride())
+    assert _same(got, t)
+    assert t.numel() == 0 or got.stride() == t.stride()
 
 
 def test_hostile_layout_is_refused(codec, roundtrip) -> None:  # type: ignore[no-untyped-def]

@@ -242,7 +242,8 @@ async def test_zero_copy_and_copy_on_write(anyio_backend: str) -> None:
         # Re-sent many times: the actor maps the host's own memfd every time.
         for _ in range(10):
             info = await a.inspect(t)
-            assert info["inode"] == mine and info["shared"]
+            assert info["inode"] == mine
+            assert info["shared"]
         # So writes the owner makes after sending show in what the actor holds
         # (shared memory, as documented), views included.
         await a.hold(t, t[100:])
@@ -254,11 +255,13 @@ async def test_zero_copy_and_copy_on_write(anyio_backend: str) -> None:
         assert torch.all(t == 7.0)
         # Returned untouched: the host gets its own memory back, no copy.
         back = await a.echo(t)
-        assert _inode(back) == mine and T.is_shared(back)
+        assert _inode(back) == mine
+        assert T.is_shared(back)
         assert back.data_ptr() != t.data_ptr()  # a new mapping of the same memory
         # Returned after writing: the actor's private pages go out as a copy.
         written = await a.fill_and_return(t, 3.0)
-        assert _inode(written) != mine and torch.all(written == 3.0)
+        assert _inode(written) != mine
+        assert torch.all(written == 3.0)
         assert torch.all(t == 7.0)
         # Actor to actor through the host: b maps the host's memfd too.
         assert (await a.relay(b, "inspect", t))["inode"] == mine
@@ -267,8 +270,10 @@ async def test_zero_copy_and_copy_on_write(anyio_backend: str) -> None:
         fresh = torch.ones(512, 512)
         assert storage_inode(fresh) is None
         info, echoed = await a.inspect(fresh), await a.echo(fresh)
-        assert info["shared"] and info["inode"] is not None
-        assert T.is_shared(echoed) and torch.equal(echoed, fresh)
+        assert info["shared"]
+        assert info["inode"] is not None
+        assert T.is_shared(echoed)
+        assert torch.equal(echoed, fresh)
         # A tensor received by the host is shared: passing it on costs no copy.
         assert (await b.inspect(echoed))["inode"] == _inode(echoed)
         # The host's writes to a received tensor stay private to the host.
@@ -289,13 +294,17 @@ async def test_requires_grad(anyio_backend: str) -> None:
         leaf = torch.randn(300, 300, requires_grad=True)
         (leaf * 2).sum().backward()  # a .grad that must not travel
         info = await a.inspect(leaf)
-        assert info["requires_grad"] and info["is_leaf"] and not info["grad_fn"]
+        assert info["requires_grad"]
+        assert info["is_leaf"]
+        assert not info["grad_fn"]
         small = torch.ones(3, requires_grad=True)
         # data, not history: the actor's autograd starts from a fresh leaf
         same(torch.full((3,), 2.0), await a.grad(small))
         assert small.grad is None
         back = await a.echo(leaf)
-        assert back.requires_grad and back.is_leaf and back.grad is None
+        assert back.requires_grad
+        assert back.is_leaf
+        assert back.grad is None
         assert torch.equal(back.detach(), leaf.detach())
         param = torch.nn.Parameter(torch.randn(10))
         assert (await a.inspect(param))["type"] == "Tensor"
