@@ -32,7 +32,6 @@ from ..errors import (
     ActorClosedError,
     ActorDiedError,
     ActorError,
-    ActorStartError,
 )
 from ..sandbox import SandboxMode
 from ..transport.lowlevel import LazySession, resolve_transports
@@ -49,7 +48,6 @@ from ._fdbudget import FdBudget
 from ._hosting import SupervisorHosting
 from ._launchers import ColdLauncher, ForkLauncher, Launcher
 from ._options import SpawnOptions
-from ._process import describe_exit
 from ._ref import ActorRef
 from ._router import Router
 from ._rundir import RuntimeDir, sweep_stale
@@ -71,7 +69,6 @@ __all__ = ["Runtime"]
 log = logging.getLogger("pyisolate.runtime")
 
 _KILL_GRACE = 2.0
-_LAST_WORDS_GRACE = 0.5
 
 _TRANSPORT_TICK = 0.5
 _H = TypeVar("_H")
@@ -254,68 +251,6 @@ class Runtime(Spawner, SupervisorHosting, Router):
         return await self._spawn(
             SpawnRequest(target, args, {**(init or {}), **kwargs}, name, sandbox, options)
         )
-
-    async def _watch(self, record: _Record) -> None:
-        assert record.process is not None
-        await record.process.watch()
-        if record.state == "starting":  # its start error quotes its last words
-            await record.process.output_drained(timeout=1.0)
-        if record.state == "starting" and not record.ready.is_set():
-            # Its last words (START_FAILED with the traceback) may still be on
-            # their way through ZeroMQ: they say more than the exit status.
-            with anyio.move_on_after(_LAST_WORDS_GRACE):
-                await record.ready.wait()
-        self._on_exit(record, record.process.returncode)
-
-    def _on_exit(self, record: _Record, code: int | None) -> None:
-        was = record.state
-        if was == "starting" and record.start_error is None:
-            tail = "\n".join(record.process.stderr_tail) if record.process else ""
-            record.start_error = ActorStartError(
-                f"actor {record.name!r} {describe_exit(code)} before it was ready"
-                + (f"; its stderr ended with:\n{tail}" if tail else ""),
-                actor=record.name,
-            )
-        if was in ("stopping", "stopped") or (was == "running" and code == 0):
-            # Exit status 0 from a running actor is the actor ending itself
-            # (exit_actor()): a normal stop, not a death.
-            record.state = "stopped"
-        else:
-            record.state = "dead"
-            if record.death is None:
-                record.death = ActorDiedError(
-                    f"actor {record.name!r} died ({describe_exit(code)})",
-                    actor=record.name,
-                    exitcode=code,
-                )
-            if was == "running":
-                log.info("%s", record.death)
-        record.ready.set()
-        if record.routing is not None:
-            self._by_routing.pop(record.routing, None)
-            record.routing = None
-        self._close_channel(record)
-        self.calls.fail_peer(record.id, record.closed_error)
-        # Calls that other actors made on this one, and calls this one made on
-        # others: answer the first with the death, cancel the second.
-        for caller, call_id in record.inbound:
-            self._send_error_to(caller, call_id, record.id, record.closed_error())
-        record.inbound.clear()
-        for other in self._records.values():
-            for caller, call_id in [k for k in other.inbound if k[0] == record.id]:
-                other.inbound.discard((caller, call_id))
-                self._raw_send(other, Kind.CANCEL, call_id, record.id)
-        if self.transport.started:
-            self.transport.peer_died(record.id)
-        # Actors that exchanged tensors with it release what they hold for it.
-        for other in self._records.values():
-            if other.state == "running" and other.routing is not None:
-                try:
-                    self._send_to(
-                        Kind.TRANSPORT, 0, other.id, {"op": "peer_died", "peer": record.id}
-                    )
-                except ActorError:
-                    pass
 
     # -- transport ---------------------------------------------------------------
 

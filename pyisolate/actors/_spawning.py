@@ -28,6 +28,7 @@ from .._wire import Codec, EncodeContext
 from ..environment import SHARED_WITH_ACTORS
 from ..errors import ActorStartError
 from ..sandbox import LaunchRequest, SandboxMode, SandboxPolicy, sandbox_for
+from ._exits import ExitHandling
 from ._launchers import ActorStart, ForkLauncher, Launcher
 from ._oob import encode_with_fds
 from ._options import SpawnOptions, default_compute_threads
@@ -44,7 +45,7 @@ from ._spawnargs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from ..transport.lowlevel import LazySession
     from ._capabilities import Capabilities
@@ -135,7 +136,7 @@ def code_paths(
     return sys_path, ro_binds, alone
 
 
-class Spawner:
+class Spawner(ExitHandling):
     """The spawn pipeline of the Runtime (a mixin; the Runtime owns the state
     declared here for the type checker)."""
 
@@ -154,11 +155,8 @@ class Spawner:
     endpoint: str
     socket_path: str
 
-    # Provided by the Sender (the frame-limit check, closing a side channel)
-    # and the Runtime (watching a process).
+    # Provided by the Sender (the frame-limit check).
     _check_size: Callable[[int], None]
-    _close_channel: Callable[[_Record], None]
-    _watch: Callable[[_Record], Awaitable[None]]
 
     async def _spawn(self, request: SpawnRequest) -> ActorRef:
         """prepare -> launch -> wait for READY (supervisors come in here too)."""
