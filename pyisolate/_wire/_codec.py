@@ -30,13 +30,16 @@ capped by :class:`Limits`; every failure becomes a ProtocolError.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import msgpack
 
 from ..errors import ProtocolError
+from ._contexts import DecodeContext, EncodeContext, Limits
+from ._registry import ExtRegistry, default_registry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Codec",
@@ -71,143 +74,6 @@ class LargeBytes:
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self.data = data
-
-
-@attrs.frozen
-class Limits:
-    """Caps on what a decoder accepts from a peer.
-
-    ``max_frame`` bounds one envelope body: large data moves out of band, so
-    64 MiB is generous. ``max_items`` bounds each array or map, ``max_depth``
-    the nesting of extension types (msgpack itself caps plain nesting).
-    """
-
-    max_frame: int = 64 * 1024 * 1024
-    max_items: int = 1_000_000
-    max_depth: int = 32
-
-
-class EncodeContext:
-    """State of one encode: file descriptors to send beside the envelope and
-    objects to keep alive until the message is sent.
-
-    ``fds`` are owned by their exporters; the channel only borrows them.
-    ``peer`` is the destination's peer id (the transport may pick per peer).
-    ``session`` is the transport session, ``endpoint`` the runtime side that
-    encodes actor references. (A plain slotted class: one is made per message.)
-    """
-
-    __slots__ = ("__weakref__", "endpoint", "fds", "keepalive", "peer", "session")
-
-    def __init__(self, peer: int = 0, session: Any = None, endpoint: Any = None) -> None:
-        self.peer = peer
-        self.fds: list[int] = []
-        self.keepalive: list[Any] = []
-        self.session = session
-        self.endpoint = endpoint
-
-
-class DecodeContext:
-    """State of one decode: file descriptors that arrived with the message (the
-    decoder takes ownership of those it uses) and the runtime-side hooks that
-    extension decoders need: ``session`` (transport) and ``endpoint`` (which
-    turns an actor id into a reference that can be called from here)."""
-
-    __slots__ = ("__weakref__", "depth", "endpoint", "fds", "peer", "session")
-
-    def __init__(
-        self,
-        peer: int = 0,
-        fds: list[int] | None = None,
-        session: Any = None,
-        endpoint: Any = None,
-    ) -> None:
-        self.peer = peer
-        self.fds: list[int] = fds if fds is not None else []
-        self.session = session
-        self.endpoint = endpoint
-        self.depth = 0
-
-
-Encoder = Callable[[Any, EncodeContext], bytes]
-Decoder = Callable[[bytes, DecodeContext], Any]
-
-
-class _Entry:
-    __slots__ = ("code", "decode", "encode")
-
-    def __init__(self, code: int, encode: Encoder, decode: Decoder) -> None:
-        self.code = code
-        self.encode = encode
-        self.decode = decode
-
-
-class ExtRegistry:
-    """Maps Python types to msgpack extension codes.
-
-    Types may be registered by class or, to avoid importing heavy modules, by
-    their fully qualified name (``"torch.Tensor"``): the name is matched
-    against each class in the object's MRO when such an object is first seen.
-    """
-
-    def __init__(self) -> None:
-        self._by_type: dict[type, _Entry] = {}
-        self._by_name: dict[str, _Entry] = {}
-        self._by_code: dict[int, _Entry] = {}
-        self._key_by_code: dict[int, str] = {}
-
-    def register(self, cls: type | str, code: int, encode: Encoder, decode: Decoder) -> None:
-        """Register ``cls`` (a class, or its ``module.Qualname``) under ``code``.
-
-        Registering the same type again replaces its entry; giving a code that
-        another type holds is an error.
-        """
-        if not 0 <= code <= 127:
-            raise ValueError(f"extension code must be in 0..127, not {code}")
-        key = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
-        holder = self._key_by_code.get(code)
-        if holder is not None and holder != key:
-            raise ValueError(f"extension code {code} is already registered for {holder}")
-        entry = _Entry(code, encode, decode)
-        self._key_by_code[code] = key
-        self._by_code[code] = entry
-        if isinstance(cls, str):
-            self._by_name[cls] = entry
-        else:
-            self._by_type[cls] = entry
-        # Resolutions cached from the previous entry must not survive it.
-        for cached, old in list(self._by_type.items()):
-            if old.code == code and old is not entry:
-                del self._by_type[cached]
-
-    def lookup(self, cls: type) -> _Entry | None:
-        entry = self._by_type.get(cls)
-        if entry is not None:
-            return entry
-        for base in cls.__mro__:
-            entry = self._by_type.get(base) or self._by_name.get(
-                f"{base.__module__}.{base.__qualname__}"
-            )
-            if entry is not None:
-                self._by_type[cls] = entry  # cache the resolution
-                return entry
-        return None
-
-    def decoder(self, code: int) -> Decoder | None:
-        entry = self._by_code.get(code)
-        return entry.decode if entry else None
-
-    def copy(self) -> ExtRegistry:
-        new = ExtRegistry()
-        new._by_type = dict(self._by_type)
-        new._by_name = dict(self._by_name)
-        new._by_code = dict(self._by_code)
-        new._key_by_code = dict(self._key_by_code)
-        return new
-
-
-#: The process-wide registry: the runtime and transports add to it at import.
-default_registry = ExtRegistry()
 
 
 def register_type(

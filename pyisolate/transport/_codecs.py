@@ -45,29 +45,30 @@ class OutOfBand:
     data: Any
 
 
-_IMPLEMENTATION = "pyisolate.transport._tensors"
+_TENSORS = "pyisolate.transport._tensors"
+_ARRAYS = "pyisolate.transport._arrays"
 # The codec wraps bytes-likes over the inline threshold in this class (by name:
 # it is not part of _wire's public surface, and naming it imports nothing).
 _LARGE_BYTES = "pyisolate._wire._codec.LargeBytes"
 
-#: (type or qualified type name, code, encoder, decoder) in ``_IMPLEMENTATION``
-_EXTENSIONS: tuple[tuple[type | str, int, str, str], ...] = (
-    ("torch.Tensor", CODE_TENSOR, "_encode_tensor", "_decode_tensor"),
-    ("numpy.ndarray", CODE_NDARRAY, "_encode_ndarray", "_decode_ndarray"),
-    (OutOfBand, CODE_OUT_OF_BAND, "_encode_oob", "_decode_oob"),
-    (_LARGE_BYTES, CODE_LARGE_BYTES, "_encode_large_bytes", "_decode_large_bytes"),
-    ("numpy.generic", CODE_NP_SCALAR, "_encode_np_scalar", "_decode_np_scalar"),
+#: (type or qualified type name, code, module, encoder, decoder)
+_EXTENSIONS: tuple[tuple[type | str, int, str, str, str], ...] = (
+    ("torch.Tensor", CODE_TENSOR, _TENSORS, "_encode_tensor", "_decode_tensor"),
+    ("numpy.ndarray", CODE_NDARRAY, _ARRAYS, "_encode_ndarray", "_decode_ndarray"),
+    (OutOfBand, CODE_OUT_OF_BAND, _TENSORS, "_encode_oob", "_decode_oob"),
+    (_LARGE_BYTES, CODE_LARGE_BYTES, _TENSORS, "_encode_large_bytes", "_decode_large_bytes"),
+    ("numpy.generic", CODE_NP_SCALAR, _ARRAYS, "_encode_np_scalar", "_decode_np_scalar"),
 )
 
 
-def _lazy(function: str) -> Callable[[Any, Any], Any]:
-    """A stand-in for ``_tensors.<function>`` that imports it on its first call."""
+def _lazy(module: str, function: str) -> Callable[[Any, Any], Any]:
+    """A stand-in for ``module.<function>`` that imports it on its first call."""
     real: Callable[[Any, Any], Any] | None = None
 
     def call(value: Any, ctx: Any) -> Any:
         nonlocal real
         if real is None:
-            real = getattr(importlib.import_module(_IMPLEMENTATION), function)
+            real = getattr(importlib.import_module(module), function)
         return real(value, ctx)
 
     call.__name__ = call.__qualname__ = function
@@ -78,5 +79,5 @@ def install(registry: ExtRegistry) -> None:
     """Register the tensor, ndarray, OutOfBand, large bytes and numpy scalar
     extensions in ``registry``. Imports neither torch, numpy nor the transports;
     registering again replaces the entries (idempotent)."""
-    for cls, code, encoder, decoder in _EXTENSIONS:
-        registry.register(cls, code, _lazy(encoder), _lazy(decoder))
+    for cls, code, module, encoder, decoder in _EXTENSIONS:
+        registry.register(cls, code, _lazy(module, encoder), _lazy(module, decoder))
