@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +206,14 @@ class RateLimit:
         return now
 
 
+def _write_host_stderr(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stderr: nowhere to show it
+        pass
+
+
 def encode_record(levelno: int, name: str, text: str) -> str:
     """The line an actor writes to stderr for one ``logging`` record (without
     its newline); it fits in :data:`MAX_LINE`, keeping the head and the tail
@@ -250,7 +259,10 @@ class ActorOutput:
     """One actor's output, as the host turns it into log records.
 
     Both of its pipes (stdout at INFO, stderr at WARNING) share one rate
-    limit; :meth:`pump` runs as a task per pipe.
+    limit; :meth:`pump` runs as a task per pipe. Where the host has not
+    configured logging (no handler would show the records), plain lines go
+    to the host's stderr instead, as ``[actor-name] line``, so that ``print()``
+    in an actor is seen by default; configure logging to get records.
     """
 
     def __init__(
@@ -347,8 +359,15 @@ class ActorOutput:
             return
         if stderr:
             self.tail.append(line[:TAIL_CHARS])
-        if log:
+        if not log:
+            return
+        if self.logger.hasHandlers():
             self.logger.log(level, "%s", line)
+        else:
+            # Logging is not configured in the host: print() in an actor would
+            # vanish (INFO) or lose its actor's name (logging's last resort).
+            # Show it as a terminal would, tagged with the actor's name.
+            _write_host_stderr(f"[{self.name}] {line}\n")
 
     def _note(self, *, force: bool = False) -> None:
         count = self.limit.take_note(force=force)
