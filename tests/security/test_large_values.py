@@ -135,29 +135,33 @@ def test_a_message_packed_again_exports_its_tensors_once() -> None:
         session.close()
 
 
-def test_the_small_call_path_is_not_slower() -> None:
-    """The large-bytes check adds a length comparison to a small message, not
-    a walk over it: measured against the bare pack of the same message,
-    interleaved, best of many short runs (a busy machine slows both), with a
-    bound loose enough not to flake and tight enough to catch a walk."""
-    import timeit
-
-    import msgpack
-
+def test_the_small_call_path_packs_once_and_looks_no_further() -> None:
+    """A small message (the common call) is packed once and never looked into
+    for large bytes: the large-bytes pass is for messages over 64 KiB only.
+    (The cost itself is a benchmark's business, not a timed test's.)"""
     codec = _codec()
     session = L.TransportSession(send_control=lambda peer, body: None)
-    body = ["method", [1, 2.5, "three", b"four" * 10, [0] * 30], {"k": None, "j": [1, 2]}]
-    packer = msgpack.Packer(default=codec._default, strict_types=True, use_bin_type=True)
-    best = {"ours": float("inf"), "bare": float("inf")}
-    runs = {
-        "ours": lambda: codec.encode(body, EncodeContext(1, session)),
-        "bare": lambda: (EncodeContext(1, session), packer.pack(body)),
-    }
+    passes: list[str] = []
+    real_swap, real_oob = codec._swap_large_bytes, codec._bytes_out_of_band
+
+    def swap(value: object, threshold: int | None) -> object:
+        passes.append("swap")
+        return real_swap(value, threshold)
+
+    def oob(value: object, data: bytes, ctx: EncodeContext) -> bytes:
+        passes.append("out of band")
+        return real_oob(value, data, ctx)
+
+    codec._swap_large_bytes = swap  # type: ignore[method-assign]
+    codec._bytes_out_of_band = oob  # type: ignore[method-assign]
+    small = ["method", [1, 2.5, "three", b"four" * 10, [0] * 30], {"k": None, "j": [1, 2]}]
     try:
-        for _ in range(60):
-            for name, run in runs.items():
-                best[name] = min(best[name], timeit.timeit(run, number=300) / 300)
+        codec.encode(small, EncodeContext(1, session))
+        assert passes == []
+        # Control: a message with large bytes does take the second pass.
+        big = EncodeContext(1, session)
+        codec.encode(["method", [b"x" * MiB], {}], big)
+        big.keepalive.clear()  # the exporter's fd: nobody will send it
+        assert "out of band" in passes
     finally:
         session.close()
-    print(f"small encode: {best['ours'] * 1e9:.0f} ns, bare pack {best['bare'] * 1e9:.0f} ns")
-    assert best["ours"] < best["bare"] * 1.5 + 150e-9

@@ -92,4 +92,6 @@ class Holder(pyisolate.Actor):
         from pyisolate.actors._child import current_server
 
         server = current_server()
-        server.transport.send_control(HOST, {"t": "cuda_ipc", "op": "release", "tokens": tokens})
+        server.transport.get().send_control(
+            HOST, {"t": "cuda_ipc", "op": "release", "tokens": tokens}
+        )

@@ -34,8 +34,8 @@ import pytest
 
 import pyisolate
 from pyisolate import SandboxMode, SandboxPolicy
-from pyisolate import transport as T
 from pyisolate.errors import TransportError
+from pyisolate.transport import lowlevel as L
 from pyisolate.transport.testing import FakeCudaIpcBackend, region_of
 
 from .cuda_actors import Holder
@@ -89,9 +89,9 @@ def _warm_cuda() -> Iterator[None]:
     return
 
 
-def _cuda(rt: pyisolate.Runtime) -> T.CudaIpcTransport:
+def _cuda(rt: pyisolate.Runtime) -> L.CudaIpcTransport:
     t = rt.transport.get().transports["cuda_ipc"]
-    assert isinstance(t, T.CudaIpcTransport)
+    assert isinstance(t, L.CudaIpcTransport)
     return t
 
 
