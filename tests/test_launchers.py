@@ -166,53 +166,37 @@ def test_a_sandboxed_script_in_tmp_is_told_why_it_cannot_import() -> None:
 # -- print() in an actor is seen by default ----------------------------------------
 
 
+_CHATTY = """
+import logging, anyio, pyisolate
+
+class Chatty(pyisolate.Actor):
+    def hello(self) -> int:
+        print("hello from the actor")
+        return 1
+
+async def main() -> None:
+    async with pyisolate.Runtime(sandbox=pyisolate.SandboxMode.DISABLED) as rt:
+        ref = await rt.spawn(Chatty, name="chatty")
+        assert await ref.hello() == 1
+        await ref.stop()
+
+if __name__ == "__main__":
+    {setup}
+    anyio.run(main)
+"""
+
+
 def test_print_in_an_actor_reaches_the_host_terminal_by_default() -> None:
-    done = _run_script(
-        Path(tempfile.gettempdir()),
-        """
-        import anyio, pyisolate
-
-        class Chatty(pyisolate.Actor):
-            def hello(self) -> int:
-                print("hello from the actor")
-                return 1
-
-        async def main() -> None:
-            async with pyisolate.Runtime(sandbox=pyisolate.SandboxMode.DISABLED) as rt:
-                ref = await rt.spawn(Chatty, name="chatty")
-                assert await ref.hello() == 1
-                await ref.stop()
-
-        if __name__ == "__main__":
-            anyio.run(main)
-        """,
-    )
+    done = _run_script(Path(tempfile.gettempdir()), _CHATTY.format(setup="pass"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[chatty] hello from the actor" in done.stderr
 
 
 def test_with_logging_configured_prints_are_records() -> None:
-    done = _run_script(
-        Path(tempfile.gettempdir()),
-        """
-        import logging, anyio, pyisolate
-
-        class Chatty(pyisolate.Actor):
-            def hello(self) -> int:
-                print("hello from the actor")
-                return 1
-
-        async def main() -> None:
-            async with pyisolate.Runtime(sandbox=pyisolate.SandboxMode.DISABLED) as rt:
-                ref = await rt.spawn(Chatty, name="chatty")
-                assert await ref.hello() == 1
-                await ref.stop()
-
-        if __name__ == "__main__":
-            logging.basicConfig(level=logging.INFO, format="REC %(levelname)s %(name)s %(message)s")
-            anyio.run(main)
-        """,
+    setup = (
+        'logging.basicConfig(level=logging.INFO, format="REC %(levelname)s %(name)s %(message)s")'
     )
+    done = _run_script(Path(tempfile.gettempdir()), _CHATTY.format(setup=setup))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "REC INFO pyisolate.actor.chatty hello from the actor" in done.stderr
     assert "[chatty] hello" not in done.stderr

@@ -55,12 +55,6 @@ __all__ = ["Router"]
 
 log = logging.getLogger("pyisolate.runtime")
 
-_FORWARDABLE = frozenset(k for k, rule in RULES.items() if rule.forwardable)
-_FROM_ACTOR = frozenset(k for k, rule in RULES.items() if rule.from_actor)
-_OPENS = frozenset(k for k, rule in RULES.items() if rule.opens)
-_ANSWERS = frozenset(k for k, rule in RULES.items() if rule.answers)
-_TO_CALLEE = frozenset(k for k, rule in RULES.items() if rule.to_callee)
-_FINAL = frozenset(k for k, rule in RULES.items() if rule.final)
 _DISCONNECT_GRACE = 1.0
 _BATCH = bytes([Kind.BATCH])
 
