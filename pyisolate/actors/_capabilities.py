@@ -84,7 +84,3 @@ class Capabilities:
     def may_control(self, src: int, dst: int) -> bool:
         """May ``src`` send transport control (tensor releases) to ``dst``?"""
         return self.may_open(src, dst) or dst in self._heard.get(src, ())
-
-    def holds(self, holder: int) -> frozenset[int]:
-        """The actors ``holder`` may address (for tests and diagnostics)."""
-        return frozenset(self._held.get(holder, ()))

@@ -128,11 +128,11 @@ class PeerBusy(Exception):
     """A send found the peer's queue full: it has not read its messages."""
 
 
-def check_size(nbytes: int, limit: int, what: str = "message") -> None:
+def check_size(nbytes: int, limit: int) -> None:
     """Refuse, before anything is sent, an envelope its receiver would refuse."""
     if nbytes > limit:
         raise MessageTooLargeError(
-            f"the {what} encodes to {nbytes:,} bytes, over the {limit:,}-byte frame limit: "
+            f"the message encodes to {nbytes:,} bytes, over the {limit:,}-byte frame limit: "
             "send large data as bytes, a tensor, an array or pyisolate.transport.OutOfBand "
             "(those move out of band), or raise the limit with Runtime(limits=Limits(max_frame=...))",
             size=nbytes,

@@ -97,7 +97,10 @@ class ExitHandling:
         for other in self._records.values():
             for caller, call_id in [k for k in other.inbound if k[0] == record.id]:
                 other.inbound.discard((caller, call_id))
-                self._raw_send(other, Kind.CANCEL, call_id, record.id)
+                try:
+                    self._raw_send(other, Kind.CANCEL, call_id, record.id)
+                except ActorError:
+                    pass  # that one is gone too: nothing left to cancel
         if self.transport.started:
             self.transport.peer_died(record.id)
         # Actors that exchanged tensors with it release what they hold for it.

@@ -127,9 +127,6 @@ class ForkLauncher(Launcher):
         if self._pool is not None:
             self._pool.release(scope)
 
-    def template_count(self) -> int:
-        return 0 if self._pool is None else len(self._pool.templates)
-
     async def launch(self, start: ActorStart) -> ActorProcess | None:
         record = start.record
         if start.template_scope is None or self._pool is None:

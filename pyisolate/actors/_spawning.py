@@ -61,10 +61,7 @@ _THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
 )
 
-__all__ = ["RESERVED", "SpawnRequest", "Spawner", "check_collisions", "code_paths"]
-
-#: spawn()'s own keywords; everything else goes to the actor's constructor.
-RESERVED = ("name", "sandbox", "options", "init")
+__all__ = ["SpawnRequest", "Spawner", "check_collisions", "code_paths"]
 
 
 @attrs.frozen

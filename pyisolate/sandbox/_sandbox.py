@@ -59,10 +59,6 @@ class Sandbox(abc.ABC):
         """The plan that starts ``request`` inside this sandbox. Raises
         SandboxUnavailableError where it cannot (REQUIRED without isolation)."""
 
-    @abc.abstractmethod
-    def with_policy(self, policy: SandboxPolicy) -> Sandbox:
-        """The same sandbox with another policy (an actor's own uid)."""
-
 
 @attrs.frozen
 class Bubblewrap(Sandbox):
@@ -91,37 +87,22 @@ class Bubblewrap(Sandbox):
             cgroup=request.cgroup,
         )
 
-    def with_policy(self, policy: SandboxPolicy) -> Bubblewrap:
-        return attrs.evolve(self, policy=policy)
-
 
 @attrs.frozen
 class NullSandbox(Sandbox):
     """No sandbox: the process runs as the host's user, in the host's view of
-    the machine, with the host's environment. ``reason`` is said in logs."""
+    the machine, with the host's environment (still in a cgroup of its own
+    where the host can make one)."""
 
     _policy: SandboxPolicy = attrs.field(factory=SandboxPolicy, alias="policy")
-    reason: str = "SandboxMode.DISABLED"
 
     @property
     def policy(self) -> SandboxPolicy:
         return self._policy
 
     def plan(self, request: LaunchRequest) -> LaunchPlan:
-        return build_launch(
-            self._policy,
-            SandboxMode.DISABLED,
-            list(request.argv),
-            env=dict(request.env),
-            ro_binds=[],
-            rw_binds=[],
-            socket_paths=[],
-            pass_fds=list(request.pass_fds),
-            cgroup=request.cgroup,
-        )
-
-    def with_policy(self, policy: SandboxPolicy) -> NullSandbox:
-        return attrs.evolve(self, policy=policy)
+        # build_launch's DISABLED branch ignores the binds: one path for both.
+        return Bubblewrap(self._policy, SandboxMode.DISABLED).plan(request)
 
 
 def sandbox_for(mode: SandboxMode, policy: SandboxPolicy) -> Sandbox:

@@ -35,6 +35,19 @@ class Victim(pyisolate.Actor):
         await anyio.sleep(delay)
         return value
 
+    async def guarded(self, delay: float, value: str) -> str:
+        """Sleep, counting starts and cancellations (what reached this call)."""
+        self.started = getattr(self, "started", 0) + 1
+        try:
+            await anyio.sleep(delay)
+        except BaseException:
+            self.cancelled = getattr(self, "cancelled", 0) + 1
+            raise
+        return value
+
+    def counts(self) -> list[int]:
+        return [getattr(self, "started", 0), getattr(self, "cancelled", 0)]
+
     def whoami(self) -> int:
         return int(_server().actor_id)
 
@@ -54,6 +67,9 @@ class Relay(pyisolate.Actor):
 
     async def slow_via(self, ref: ActorRef, delay: float, value: str) -> Any:
         return await ref.slow(delay, value)
+
+    async def guarded_via(self, ref: ActorRef, delay: float, value: str) -> Any:
+        return await ref.guarded(delay, value)
 
     async def pass_on(self, other: ActorRef, ref: ActorRef) -> Any:
         """Give ``other`` the reference ``ref`` (delegation)."""
@@ -82,6 +98,15 @@ class Attacker(pyisolate.Actor):
             _send(encode_header(Kind.REPLY, call_id, peer) + body)
         await anyio.sleep(30)
         return "survived"
+
+    async def forge_cancels(self, peer: int, first: int, last: int) -> str:
+        """CANCEL and CREDIT envelopes to ``peer`` for every call id in
+        [first, last), as if this actor had made those calls."""
+        for call_id in range(first, last):
+            _send(encode_header(Kind.CANCEL, call_id, peer))
+            _send(encode_header(Kind.CREDIT, call_id, peer) + Codec().encode(1000))
+        await anyio.sleep(0.2)
+        return "sent"
 
     async def call_guessed(self, actor_id: int, method: str = "secret") -> Any:
         """Make up a reference from a guessed id and call it."""

@@ -62,6 +62,36 @@ async def test_forged_replies_never_reach_an_actor_caller(rt: pyisolate.Runtime)
     assert await caller.use(victim) == "secret"  # control: honest routing still works
 
 
+async def test_forged_cancels_never_reach_another_callers_call(rt: pyisolate.Runtime) -> None:
+    victim = await rt.spawn(Victim)
+    caller = await rt.spawn(Relay)
+    attacker = await rt.spawn(Attacker)
+    async with anyio.create_task_group() as tg:
+        results: list[str] = []
+
+        async def honest_call() -> None:
+            results.append(await caller.call("guarded_via", victim, 1.0, "real"))
+
+        tg.start_soon(honest_call)
+        await anyio.sleep(0.3)  # the caller's call is running in the victim now
+        with anyio.fail_after(10):
+            assert await attacker.forge_cancels(victim.id, 1, 2000) == "sent"
+    assert results == ["real"]
+    assert await victim.counts() == [1, 0]  # started once, never cancelled
+    assert await attacker.ping() == "pong"  # dropped quietly: a late cancel looks the same
+    # Control: the caller's own cancellation does reach the victim.
+    with pytest.raises(TimeoutError):
+        await caller.call("guarded_via", victim, 5.0, "late", timeout=0.3)
+    assert await eventually(_cancelled_once(victim), timeout=5)
+
+
+def _cancelled_once(victim: pyisolate.ActorRef) -> object:
+    async def check() -> bool:
+        return bool((await victim.counts())[1] == 1)
+
+    return check
+
+
 # -- references are capabilities (item 3) ---------------------------------------
 
 
